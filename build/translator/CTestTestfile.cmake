@@ -1,0 +1,6 @@
+# CMake generated Testfile for 
+# Source directory: /work/main/translator
+# Build directory: /work/main/build/translator
+# 
+# This file includes the relevant testing commands required for 
+# testing this directory and lists subdirectories to be tested as well.

@@ -1,0 +1,55 @@
+// Host-side plumbing for direct execution: the signal handler that turns
+// every trap out of the guest into an exit, the seccomp filter that turns a
+// guest's 32-bit system calls into SIGSYS, the preemption timer and the
+// faulting of cpuid/rdtsc. Internal to runtime/.
+#pragma once
+
+#include <chrono>
+#include <csignal>
+
+#include "base/result.h"
+
+namespace bt86::runtime::detail {
+
+struct HostFeatures {
+  bool fsgsbase = false;        // wrfsbase usable from user space
+  bool cpuid_faulting = false;  // arch_prctl(ARCH_SET_CPUID, 0) works
+  bool tsc_faulting = false;    // prctl(PR_SET_TSC, PR_TSC_SIGSEGV) works
+};
+
+// Probes the host once.
+const HostFeatures& host_features();
+
+// The signal that carries the preemption tick.
+int tick_signal();
+
+// Installs the handlers (SA_ONSTACK, all signals blocked while they run) and
+// an alternate signal stack for the calling thread. Idempotent.
+Status install_signal_handlers();
+
+// Installs the seccomp filter that returns SECCOMP_RET_TRAP for every system
+// call made with the i386 ABI (int 0x80, sysenter, compat syscall). Once
+// installed it stays for the life of the process; idempotent.
+Status install_seccomp_filter();
+
+// Makes cpuid and rdtsc fault in this thread while the guest runs. The host
+// (vDSO clock_gettime, AsmJit's CPU probe) may use them too: a host fault on
+// either disarms the faulting, and arm() re-arms it before the next entry.
+void arm_instruction_faulting();
+
+// A periodic per-thread timer that sends tick_signal() to this thread.
+class TickTimer {
+ public:
+  TickTimer() = default;
+  ~TickTimer();
+  TickTimer(const TickTimer&) = delete;
+  TickTimer& operator=(const TickTimer&) = delete;
+  Status start(std::chrono::microseconds period);
+  void stop();
+
+ private:
+  void* m_timer = nullptr;
+  bool m_running = false;
+};
+
+}  // namespace bt86::runtime::detail
