@@ -19,6 +19,19 @@ constexpr uint32_t kDirectFlags = flags::Arith | flags::TF | flags::DF | flags::
 
 std::atomic<bool> g_exists{false};
 
+constexpr uint16_t kHostCompatCs = 0x23;  // __USER32_CS of x86-64 Linux
+
+// On AMD, sysenter is #UD in long mode and a stray compat-mode syscall
+// reaches the host; on Intel it is the other way round.
+bool host_is_amd() {
+  static const bool amd = [] {
+    uint32_t a, b, c, d;
+    asm volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(0), "c"(0));
+    return b == 0x68747541;  // "Auth"enticAMD
+  }();
+  return amd;
+}
+
 // Reads guest linear memory without risking a host fault: the page may be
 // gone. process_vm_readv on ourselves returns a short count instead.
 size_t read_guest(uint32_t linear, uint8_t* buf, size_t len) {
@@ -129,8 +142,8 @@ DirectExecutor::~DirectExecutor() {
 
 void DirectExecutor::request_exit() { m_ctx->exit_requested = 1; }
 
-Status DirectExecutor::mirror_descriptor(bool ldt, uint16_t index, const SegmentCache& desc) {
-  return m_ldt.mirror_entry(ldt, index, desc);
+Status DirectExecutor::mirror_ldt_entry(uint16_t index, const SegmentCache& desc) {
+  return m_ldt.mirror_ldt_entry(index, desc);
 }
 
 DirectStats DirectExecutor::stats() const {
@@ -190,6 +203,19 @@ ExitRecord DirectExecutor::classify(CpuState& cpu) {
   ExitRecord x;
   x.host_signal = e.signo;
 
+  // A stray syscall/sysenter from compatibility mode enters the host's
+  // 32-bit fast-syscall path, which replaces EIP with the landing pad of a
+  // 32-bit vDSO this 64-bit process does not have, returns in the host's
+  // CS 0x23 (or fails reading the guest stack first) and only then lets
+  // seccomp or a fault stop it. EIP, ECX and EBP are lost on the way.
+  if (e.rip_high && e.sel[1] == kHostCompatCs) {
+    for (int i = 0; i < 8; ++i) cpu.gpr[i] = e.gpr[i];
+    cpu.eflags = (cpu.eflags & ~kDirectFlags) | (e.eflags & kDirectFlags);
+    std::memcpy(cpu.fpu.fxsave.data(), ctx.guest_fx, sizeof ctx.guest_fx);
+    x.kind = host_is_amd() ? ExitKind::Syscall : ExitKind::Sysenter;
+    x.detail = "guest eip lost by the host's 32-bit fast system-call path";
+    return x;
+  }
   for (int i = 0; i < 8; ++i) cpu.gpr[i] = e.gpr[i];
   cpu.eip = e.eip;
   cpu.eflags = (cpu.eflags & ~kDirectFlags) | (e.eflags & kDirectFlags);
@@ -205,7 +231,7 @@ ExitRecord DirectExecutor::classify(CpuState& cpu) {
       if (x.detail.empty()) x.detail = std::string("guest loaded host selector into ") + seg_name(Seg(i));
     }
   }
-  if (e.sel[1] == 0x33 || e.sel[1] == 0x2b || (e.sel[1] & 4) == 0) {
+  if (e.sel[1] == 0x33) {
     x.kind = ExitKind::Escaped64;
     x.detail = "guest code left its code segment for a host one (DESIGN.md §6)";
     return x;
@@ -333,7 +359,10 @@ ExitRecord DirectExecutor::classify(CpuState& cpu) {
     const SegmentCache& sc = cpu.sreg(s);
     const uint64_t last = (ea & 0xffffffff) + (op.size / 8 ? op.size / 8 : 1) - 1;
     if (sc.expand_down() || (sc.selector & ~3) == 0) continue;
-    if (last > m_ldt.installed_limit(s)) {
+    // A segment bt86 had to load as null (not representable below the
+    // boundary) faults on every access.
+    const bool nulled = ctx.sel[static_cast<int>(s)] == 0;
+    if (nulled || last > m_ldt.installed_limit(s)) {
       x.kind = ExitKind::SegmentLimit;
       x.segment = s;
       x.fault_address = uint32_t(sc.base + uint32_t(ea));

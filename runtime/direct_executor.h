@@ -40,9 +40,9 @@ class DirectExecutor final : public UserExecutor {
   ExitRecord run(CpuState& cpu) override;
   void request_exit() override;
 
-  // Makes guest descriptor-table entry index natively loadable by guest user
-  // code (see LdtMirror). Call whenever the guest changes its GDT or LDT.
-  Status mirror_descriptor(bool ldt, uint16_t index, const SegmentCache& desc);
+  // Makes guest LDT entry index natively loadable by guest user code (see
+  // LdtMirror). Call whenever the guest changes its LDT.
+  Status mirror_ldt_entry(uint16_t index, const SegmentCache& desc);
 
   bool cpuid_faulting() const { return detail::host_features().cpuid_faulting; }
   bool tsc_faulting() const { return detail::host_features().tsc_faulting; }

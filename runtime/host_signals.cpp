@@ -50,11 +50,20 @@ long raw_syscall2(long nr, long a, long b) {
   return ret;
 }
 
+void raw_write_hex(uint64_t v);
+
 void raw_write(const char* s) {
   size_t n = 0;
   while (s[n]) ++n;
   long ret;
   asm volatile("syscall" : "=a"(ret) : "a"(SYS_write), "D"(2), "S"(s), "d"(n) : "rcx", "r11", "memory");
+}
+
+void raw_write_hex(uint64_t v) {
+  char buf[19] = "0x";
+  for (int i = 0; i < 16; ++i) buf[2 + i] = "0123456789abcdef"[(v >> (60 - 4 * i)) & 15];
+  buf[18] = 0;
+  raw_write(buf);
 }
 
 // Host code executing cpuid/rdtsc while faulting is armed: disarm and retry.
@@ -85,10 +94,13 @@ __attribute__((no_stack_protector)) void on_signal(int signo, siginfo_t* si, voi
   WorldContext* ctx = g_world;
   const uint64_t rip = uint64_t(g[REG_RIP]);
 
-  // Guest context: the guest was entered and the CPU is inside the window.
-  // Host code is a PIE far above 4 GiB, so rip alone tells them apart; this
-  // also catches guest code that escaped into 64-bit mode.
-  if (ctx == nullptr || !ctx->in_guest || rip >= kWindowEnd) {
+  // Guest context: the guest was entered and either the CPU is not in the
+  // host's 64-bit code segment or it is inside the window. Host code is a
+  // PIE far above 4 GiB in CS 0x33; guest code is in the window (even after
+  // an escape to 64-bit mode), or, after a stray 32-bit syscall/sysenter,
+  // in CS 0x23 at the host's idea of a 32-bit vDSO landing pad.
+  const uint16_t cs = uint16_t(g[REG_CSGSFS]);
+  if (ctx == nullptr || !ctx->in_guest || (cs == kHostCs && rip >= kWindowEnd)) {
     if (signo == tick_signal()) {
       if (ctx) ctx->exit_requested = 1;
       return;
@@ -97,9 +109,15 @@ __attribute__((no_stack_protector)) void on_signal(int signo, siginfo_t* si, voi
         disarm_if_host_cpuid_or_rdtsc(reinterpret_cast<const uint8_t*>(rip)))
       return;
     // A fault in bt86 itself: report and die with the original signal.
-    raw_write("bt86: fatal host fault in the monitor (signal ");
-    char num[4] = {char('0' + signo / 10), char('0' + signo % 10), ')', 0};
+    raw_write("bt86: fatal host fault in the monitor: signal ");
+    char num[3] = {char('0' + signo / 10), char('0' + signo % 10), 0};
     raw_write(num);
+    raw_write(" at rip ");
+    raw_write_hex(rip);
+    raw_write(" address ");
+    raw_write_hex(reinterpret_cast<uint64_t>(si->si_addr));
+    raw_write(" cs ");
+    raw_write_hex(uint64_t(g[REG_CSGSFS]) & 0xffff);
     raw_write("\n");
     struct sigaction dfl {};
     dfl.sa_handler = SIG_DFL;
@@ -129,6 +147,7 @@ __attribute__((no_stack_protector)) void on_signal(int signo, siginfo_t* si, voi
   e.gpr[6] = uint32_t(g[REG_RSI]);
   e.gpr[7] = uint32_t(g[REG_RDI]);
   e.eip = uint32_t(rip);
+  e.rip_high = rip >= kWindowEnd;
   e.eflags = uint32_t(g[REG_EFL]);
   const uint64_t csgsfs = uint64_t(g[REG_CSGSFS]);
   e.sel[0] = read_sel_es();

@@ -87,11 +87,9 @@ Result<uint16_t> LdtMirror::load_slot(Seg s, const SegmentCache& cache) {
   return slot_selector(s);
 }
 
-Status LdtMirror::mirror_entry(bool ldt, uint16_t index, const SegmentCache& desc) {
-  if (ldt ? index >= kLdtMirrorEntries : index >= kGdtMirrorEntries)
-    return make_error("descriptor index out of the mirrored range");
-  const uint16_t host_index = ldt ? uint16_t(kLdtMirrorBase + index) : index;
-  if (!ldt && index == 0) return Ok{};  // the null descriptor
+Status LdtMirror::mirror_ldt_entry(uint16_t index, const SegmentCache& desc) {
+  if (index >= kLdtMirrorEntries) return make_error("LDT index out of the mirrored range");
+  const uint16_t host_index = index;
   auto it = m_mirrored.find(host_index);
   if (it != m_mirrored.end() && it->second == desc) return Ok{};
   bool usable = !desc.system() && desc.present() && desc.dpl() == 3;
@@ -112,13 +110,10 @@ std::optional<SegmentCache> LdtMirror::guest_view(Seg s, uint16_t host_selector)
   if (host_selector == slot_selector(s) && m_slots[i].valid) return m_slots[i].guest;
   if ((host_selector & ~3) == 0) return SegmentCache{host_selector, 0, 0, 0};
   if (!(host_selector & 4)) return std::nullopt;  // a host GDT selector
-  const uint16_t index = host_selector >> 3;
-  auto it = m_mirrored.find(index);
+  auto it = m_mirrored.find(uint16_t(host_selector >> 3));
   if (it == m_mirrored.end()) return std::nullopt;
   SegmentCache view = it->second;
-  const uint16_t rpl = host_selector & 3;
-  view.selector = index >= kLdtMirrorBase ? uint16_t(((index - kLdtMirrorBase) << 3) | 4 | rpl)
-                                          : uint16_t((index << 3) | rpl);
+  view.selector = host_selector;  // identity: guest LDT selector == host LDT selector
   return view;
 }
 

@@ -1,17 +1,17 @@
 // LdtMirror: the host LDT of this process as bt86 lays it out.
 //
-// Guest selectors cannot be used as they are: the host GDT (which a process
-// cannot change) answers every TI=0 selector. So each guest segment register
-// is loaded from a host LDT slot of its own holding the register's
-// descriptor cache, with the base kept and the limit cut below a boundary.
-// Guest descriptor-table entries are also mirrored, so that guest user code
-// that loads a selector itself (mov ds, ax; pop es; far jumps) gets the
-// guest's descriptor:
-//   host LDT index i         <- guest GDT entry i   (i < kGdtMirrorEntries)
-//   host LDT index 4096 + j  <- guest LDT entry j   (j < kLdtMirrorEntries)
-//   host LDT 8186..8191      <- the six segment-register slots (Seg order)
-// A mirrored selector reads back with TI=1 (and +4096 for LDT entries);
-// that difference is visible to guest code that reads a segment register.
+// Guest selectors cannot all be used as they are: the host GDT (which a
+// process cannot change) answers every TI=0 selector. So each guest segment
+// register is loaded from a host LDT slot of its own holding the register's
+// descriptor cache, with the base kept and the limit cut below a boundary:
+//   host LDT 0..8185     <- guest LDT entries, same index, so that guest user
+//                           code loading an LDT selector itself (mov ds, ax;
+//                           pop es; far jumps) gets the guest's descriptor
+//   host LDT 8186..8191  <- the six segment-register slots (Seg order)
+// A guest GDT selector loaded natively by user code reaches the host GDT;
+// the exit that follows reports it (see DirectExecutor::classify). A slot
+// selector reads back with TI=1: guest code that reads a segment register
+// can see that difference.
 #pragma once
 
 #include <array>
@@ -26,10 +26,8 @@ namespace bt86::runtime::detail {
 
 class LdtMirror {
  public:
-  static constexpr uint16_t kGdtMirrorEntries = 4096;
-  static constexpr uint16_t kLdtMirrorBase = 4096;
-  static constexpr uint16_t kLdtMirrorEntries = 4090;
   static constexpr uint16_t kSlotBase = 8186;
+  static constexpr uint16_t kLdtMirrorEntries = kSlotBase;
 
   static constexpr uint16_t slot_selector(Seg s) {
     return uint16_t(((kSlotBase + static_cast<int>(s)) << 3) | 7);
@@ -43,10 +41,10 @@ class LdtMirror {
   // an error if the descriptor cannot be represented.
   Result<uint16_t> load_slot(Seg s, const SegmentCache& cache);
 
-  // Mirrors guest descriptor-table entry index (gdt or ldt) so guest code can
-  // load it natively. A non-present or system descriptor is mirrored as
-  // not-present, so a native load faults (#NP) instead of loading garbage.
-  Status mirror_entry(bool ldt, uint16_t index, const SegmentCache& desc);
+  // Mirrors guest LDT entry index so guest code can load it natively. A
+  // descriptor user code may not load (system, DPL < 3) is mirrored as
+  // not-present, so a native load faults instead of loading something else.
+  Status mirror_ldt_entry(uint16_t index, const SegmentCache& desc);
 
   // Maps a selector found live in a segment register at an exit back to the
   // guest's view. nullopt if the selector is not one bt86 installed.

@@ -32,7 +32,7 @@ struct RawExit {
   uint32_t eip;
   uint32_t eflags;
   uint16_t sel[6];      // live selectors, Seg order
-  uint32_t pad;
+  bool rip_high;        // the host reported a RIP above 4 GiB
 };
 
 struct alignas(64) WorldContext {
