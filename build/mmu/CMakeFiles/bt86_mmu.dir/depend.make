@@ -1,2 +1,0 @@
-# Empty dependencies file for bt86_mmu.
-# This may be replaced when dependencies are built.

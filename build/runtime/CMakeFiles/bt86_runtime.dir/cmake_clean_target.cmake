@@ -1,3 +1,0 @@
-file(REMOVE_RECURSE
-  "libbt86_runtime.a"
-)
