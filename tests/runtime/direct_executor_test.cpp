@@ -442,6 +442,25 @@ TEST_F(DirectExecutorTest, HostSystemCallsFromTheGuestDoNothingOnTheHost) {
   EXPECT_EQ(errno, ECHILD);
 }
 
+TEST_F(DirectExecutorTest, Bt86sOwnSystemCallsStillWorkUnderTheFilter) {
+  ExitRecord x = run(snippet_host_exit());  // the filter is installed and used
+  ASSERT_EQ(x.kind, ExitKind::SoftwareInterrupt);
+  int pipefd[2];
+  ASSERT_EQ(pipe(pipefd), 0);
+  ASSERT_EQ(write(pipefd[1], "ok", 2), 2);
+  char buf[2];
+  ASSERT_EQ(read(pipefd[0], buf, 2), 2);
+  EXPECT_EQ(std::memcmp(buf, "ok", 2), 0);
+  close(pipefd[0]);
+  close(pipefd[1]);
+  EXPECT_GT(getpid(), 0);
+  const pid_t child = fork();  // a 64-bit fork/exit/wait round trip
+  if (child == 0) _exit(7);
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  EXPECT_EQ(WEXITSTATUS(status), 7);
+}
+
 // ------------------------------------------------- syscall, sysenter
 
 GUEST_SNIPPET(do_syscall, "mov $20, %eax\n mov $0x1234, %ebx\n syscall\n")
@@ -582,8 +601,9 @@ TEST_F(DirectExecutorTest, X87AndSseStateSurvivesTheRoundTrip) {
 
   // Run again from that state: what went in comes back unchanged.
   const FpuState before = cpu.fpu;
+  cpu.eip = kCode;
   x = run(snippet_just_int3());
-  ASSERT_EQ(x.kind, ExitKind::Breakpoint);
+  ASSERT_EQ(x.kind, ExitKind::Breakpoint) << describe(x, cpu);
   EXPECT_EQ(std::memcmp(&cpu.fpu.fxsave[0], &before.fxsave[0], 8), 0);      // FCW FSW FTW FOP
   EXPECT_EQ(std::memcmp(&cpu.fpu.fxsave[24], &before.fxsave[24], 4), 0);    // MXCSR
   EXPECT_EQ(std::memcmp(&cpu.fpu.fxsave[32], &before.fxsave[32], 288), 0);  // ST0-7, XMM0-7
