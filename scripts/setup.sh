@@ -26,7 +26,10 @@ if ((${#missing[@]} > 0)); then
     fi
   fi
   echo "setup.sh: installing ${missing[*]}"
-  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update
+  # A mirror in mid-sync can make one package list fail; the install below
+  # still fails loudly if a package really cannot be had.
+  "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update ||
+    echo "setup.sh: apt-get update reported errors; trying the install with the lists it has" >&2
   "${as_root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
 fi
 
