@@ -479,7 +479,9 @@ TEST_F(DirectExecutorTest, StraySyscallIsSurvivedAndReported) {
     EXPECT_EQ(cpu.reg(EBX), 0x1234u);
     EXPECT_EQ(cpu.reg(ESP), esp);
     EXPECT_EQ(cpu.sreg(Seg::CS).selector, 0x73);  // the guest's CS, not the host's 0x23
-    if (x.detail.empty()) EXPECT_EQ(cpu.eip, kCode + code.size());
+    if (x.detail.empty()) {
+      EXPECT_EQ(cpu.eip, kCode + code.size());
+    }
     // The executor is still usable afterwards.
     cpu = TestMachine::initial_state();
     x = run(snippet_just_int3());
@@ -495,7 +497,9 @@ TEST_F(DirectExecutorTest, StraySysenterIsSurvivedAndReported) {
   EXPECT_EQ(cpu.reg(EBX), 0x1234u);
   // AMD raises #UD (EIP kept); Intel enters the host's compat entry, which
   // loses EIP: either way bt86 is still here and says so.
-  if (x.detail.empty()) EXPECT_EQ(cpu.eip, kCode + code.size());
+  if (x.detail.empty()) {
+    EXPECT_EQ(cpu.eip, kCode + code.size());
+  }
 }
 
 // ------------------------------------------------------ cpuid, rdtsc
@@ -543,7 +547,9 @@ TEST_F(DirectExecutorTest, PreemptionTickStopsAnInfiniteLoop) {
   const auto waited = std::chrono::steady_clock::now() - start;
   EXPECT_LT(waited, std::chrono::seconds(1));
   // Stopped either before entry (tick already pending) or inside the loop.
-  if (cpu.eip != kCode) EXPECT_EQ(cpu.eip, kCode + 5);
+  if (cpu.eip != kCode) {
+    EXPECT_EQ(cpu.eip, kCode + 5);
+  }
   // Resuming returns to the loop and is preempted again.
   for (int i = 0; i < 3; ++i) {
     x = m->executor->run(cpu);
