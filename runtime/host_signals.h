@@ -28,7 +28,8 @@ int tick_signal();
 Status install_signal_handlers();
 
 // Installs the seccomp filter that returns SECCOMP_RET_TRAP for every system
-// call made with the i386 ABI (int 0x80, sysenter, compat syscall). Once
+// call made with the i386 ABI (int 0x80, sysenter, compat syscall), and for
+// every 64-bit call made from code below 4 GiB (escaped guest code). Once
 // installed it stays for the life of the process; idempotent.
 Status install_seccomp_filter();
 

@@ -622,6 +622,36 @@ GUEST_SNIPPET(far_jump_to_64bit,
               ".skip 9, 0x90\n"  /* ljmp is 7 bytes: int3 lands at +0x10 */
               "int3\n")  // the same byte is int3 in 64-bit mode
 
+// 64-bit code at +0x10: write(1, 0x500000, 6) with the 64-bit ABI, then int3.
+GUEST_SNIPPET(escaped_syscall,
+              "ljmp $0x33, $0x400010\n"
+              ".skip 9, 0x90\n"
+              ".byte 0xb8, 1, 0, 0, 0\n"           /* mov eax, 1 (SYS_write) */
+              ".byte 0xbf, 1, 0, 0, 0\n"           /* mov edi, 1 */
+              ".byte 0xbe, 0, 0, 0x50, 0\n"        /* mov esi, 0x500000 */
+              ".byte 0xba, 6, 0, 0, 0\n"           /* mov edx, 6 */
+              ".byte 0x0f, 0x05\n"                 /* syscall */
+              "int3\n")
+
+TEST_F(DirectExecutorTest, EscapedCodeCannotMakeHostSystemCallsDirectly) {
+  std::memcpy(m->data(), "PWNED\n", 6);
+  int pipefd[2];
+  ASSERT_EQ(pipe2(pipefd, O_NONBLOCK), 0);
+  fflush(stdout);
+  const int saved_stdout = dup(1);
+  ASSERT_EQ(dup2(pipefd[1], 1), 1);
+  ExitRecord x = run(snippet_escaped_syscall());
+  dup2(saved_stdout, 1);
+  close(saved_stdout);
+  char buf[16];
+  const ssize_t n = read(pipefd[0], buf, sizeof buf);
+  close(pipefd[0]);
+  close(pipefd[1]);
+  EXPECT_EQ(x.kind, ExitKind::Escaped64) << describe(x, cpu);
+  EXPECT_EQ(x.host_signal, SIGSYS);  // stopped at the syscall, not at the int3
+  EXPECT_EQ(n, -1) << "escaped guest code wrote to the host's stdout";
+}
+
 TEST_F(DirectExecutorTest, FarJumpToTheHost64BitSelectorIsDetected) {
   ExitRecord x = run(snippet_far_jump_to_64bit());
   EXPECT_EQ(x.kind, ExitKind::Escaped64) << describe(x, cpu);
