@@ -1,0 +1,419 @@
+#include "tests/translator/difftest.h"
+
+#include <Zydis/Zydis.h>
+
+#include <array>
+#include <cstring>
+#include <spdlog/fmt/fmt.h>
+#include <memory>
+#include <random>
+#include <vector>
+
+#include "tests/runtime/direct_test_machine.h"
+#include "translator/reencoder.h"
+#include "translator/translator.h"
+
+namespace bt86::test {
+namespace {
+
+using runtime::CpuState;
+namespace rf = runtime::flags;
+
+// Guest layout (inside TestMachine's regions). EBP and ESI are never written
+// by generated code: EBP points into the data page, ESI is a small index.
+constexpr uint32_t kDataBase = kData + 0x1000;     // EBP
+constexpr uint32_t kDataSnap = kData, kDataSnapLen = 0x2000;
+constexpr uint32_t kStackInit = kStack + 0x8000;   // ESP
+constexpr uint32_t kStackSnap = kStack + 0x7000, kStackSnapLen = 0x2000;
+
+using Rng = std::mt19937_64;
+
+template <typename T, size_t N>
+T pick(Rng& rng, const std::array<T, N>& a) { return a[rng() % N]; }
+uint32_t below(Rng& rng, uint32_t n) { return uint32_t(rng() % n); }
+bool chance(Rng& rng, uint32_t percent) { return below(rng, 100) < percent; }
+
+constexpr std::array<ZydisRegister, 5> kW32 = {ZYDIS_REGISTER_EAX, ZYDIS_REGISTER_ECX, ZYDIS_REGISTER_EDX,
+                                               ZYDIS_REGISTER_EBX, ZYDIS_REGISTER_EDI};
+constexpr std::array<ZydisRegister, 8> kR32 = {ZYDIS_REGISTER_EAX, ZYDIS_REGISTER_ECX, ZYDIS_REGISTER_EDX,
+                                               ZYDIS_REGISTER_EBX, ZYDIS_REGISTER_EDI, ZYDIS_REGISTER_EBP,
+                                               ZYDIS_REGISTER_ESI, ZYDIS_REGISTER_ESP};
+constexpr std::array<ZydisRegister, 5> kW16 = {ZYDIS_REGISTER_AX, ZYDIS_REGISTER_CX, ZYDIS_REGISTER_DX,
+                                               ZYDIS_REGISTER_BX, ZYDIS_REGISTER_DI};
+constexpr std::array<ZydisRegister, 8> kR16 = {ZYDIS_REGISTER_AX, ZYDIS_REGISTER_CX, ZYDIS_REGISTER_DX,
+                                               ZYDIS_REGISTER_BX, ZYDIS_REGISTER_DI, ZYDIS_REGISTER_BP,
+                                               ZYDIS_REGISTER_SI, ZYDIS_REGISTER_SP};
+constexpr std::array<ZydisRegister, 8> kW8 = {ZYDIS_REGISTER_AL, ZYDIS_REGISTER_CL, ZYDIS_REGISTER_DL,
+                                              ZYDIS_REGISTER_BL, ZYDIS_REGISTER_AH, ZYDIS_REGISTER_CH,
+                                              ZYDIS_REGISTER_DH, ZYDIS_REGISTER_BH};
+constexpr std::array<ZydisMnemonic, 9> kAlu2 = {ZYDIS_MNEMONIC_ADD, ZYDIS_MNEMONIC_SUB, ZYDIS_MNEMONIC_ADC,
+                                                ZYDIS_MNEMONIC_SBB, ZYDIS_MNEMONIC_AND, ZYDIS_MNEMONIC_OR,
+                                                ZYDIS_MNEMONIC_XOR, ZYDIS_MNEMONIC_CMP, ZYDIS_MNEMONIC_TEST};
+constexpr std::array<ZydisMnemonic, 4> kAlu1 = {ZYDIS_MNEMONIC_INC, ZYDIS_MNEMONIC_DEC, ZYDIS_MNEMONIC_NEG,
+                                                ZYDIS_MNEMONIC_NOT};
+constexpr std::array<ZydisMnemonic, 7> kShift = {ZYDIS_MNEMONIC_ROL, ZYDIS_MNEMONIC_ROR, ZYDIS_MNEMONIC_RCL,
+                                                 ZYDIS_MNEMONIC_RCR, ZYDIS_MNEMONIC_SHL, ZYDIS_MNEMONIC_SHR,
+                                                 ZYDIS_MNEMONIC_SAR};
+constexpr std::array<ZydisMnemonic, 4> kBt = {ZYDIS_MNEMONIC_BT, ZYDIS_MNEMONIC_BTS, ZYDIS_MNEMONIC_BTR,
+                                              ZYDIS_MNEMONIC_BTC};
+constexpr std::array<ZydisMnemonic, 16> kSetcc = {
+    ZYDIS_MNEMONIC_SETO, ZYDIS_MNEMONIC_SETNO, ZYDIS_MNEMONIC_SETB, ZYDIS_MNEMONIC_SETNB,
+    ZYDIS_MNEMONIC_SETZ, ZYDIS_MNEMONIC_SETNZ, ZYDIS_MNEMONIC_SETBE, ZYDIS_MNEMONIC_SETNBE,
+    ZYDIS_MNEMONIC_SETS, ZYDIS_MNEMONIC_SETNS, ZYDIS_MNEMONIC_SETP, ZYDIS_MNEMONIC_SETNP,
+    ZYDIS_MNEMONIC_SETL, ZYDIS_MNEMONIC_SETNL, ZYDIS_MNEMONIC_SETLE, ZYDIS_MNEMONIC_SETNLE};
+constexpr std::array<ZydisMnemonic, 16> kCmovcc = {
+    ZYDIS_MNEMONIC_CMOVO, ZYDIS_MNEMONIC_CMOVNO, ZYDIS_MNEMONIC_CMOVB, ZYDIS_MNEMONIC_CMOVNB,
+    ZYDIS_MNEMONIC_CMOVZ, ZYDIS_MNEMONIC_CMOVNZ, ZYDIS_MNEMONIC_CMOVBE, ZYDIS_MNEMONIC_CMOVNBE,
+    ZYDIS_MNEMONIC_CMOVS, ZYDIS_MNEMONIC_CMOVNS, ZYDIS_MNEMONIC_CMOVP, ZYDIS_MNEMONIC_CMOVNP,
+    ZYDIS_MNEMONIC_CMOVL, ZYDIS_MNEMONIC_CMOVNL, ZYDIS_MNEMONIC_CMOVLE, ZYDIS_MNEMONIC_CMOVNLE};
+
+ZydisEncoderOperand reg(ZydisRegister r) {
+  ZydisEncoderOperand o{};
+  o.type = ZYDIS_OPERAND_TYPE_REGISTER;
+  o.reg.value = r;
+  return o;
+}
+ZydisEncoderOperand imm(int64_t v) {
+  ZydisEncoderOperand o{};
+  o.type = ZYDIS_OPERAND_TYPE_IMMEDIATE;
+  o.imm.s = v;
+  return o;
+}
+// A memory operand inside the data page ([ebp+...], [ebp+esi*s+...]) or the
+// stack ([esp+...]), of the given size in bytes.
+ZydisEncoderOperand mem(Rng& rng, uint16_t size) {
+  ZydisEncoderOperand o{};
+  o.type = ZYDIS_OPERAND_TYPE_MEMORY;
+  o.mem.size = size;
+  switch (below(rng, 4)) {
+    case 0:
+      o.mem.base = ZYDIS_REGISTER_ESP;
+      o.mem.displacement = int32_t(below(rng, 0x100)) - 0x80;
+      break;
+    case 1:
+      o.mem.base = ZYDIS_REGISTER_EBP;
+      o.mem.index = ZYDIS_REGISTER_ESI;
+      o.mem.scale = uint8_t(1u << below(rng, 4));
+      o.mem.displacement = chance(rng, 50) ? int32_t(below(rng, 0x100)) - 0x80 : int32_t(below(rng, 0x1000)) - 0x800;
+      break;
+    default:
+      o.mem.base = ZYDIS_REGISTER_EBP;
+      o.mem.displacement = chance(rng, 50) ? int32_t(below(rng, 0x100)) - 0x80 : int32_t(below(rng, 0x1000)) - 0x800;
+      break;
+  }
+  return o;
+}
+int64_t imm_for(Rng& rng, int bits) {
+  if (bits == 8 || chance(rng, 40)) return int8_t(rng());
+  if (bits == 16) return int16_t(rng());
+  return int32_t(rng());
+}
+
+struct Generated {
+  std::vector<uint8_t> code;
+  uint32_t instructions = 0;
+};
+
+class Generator {
+ public:
+  explicit Generator(Rng& rng) : m_rng(rng) {}
+
+  Generated sequence() {
+    Generated g;
+    const uint32_t n = 1 + below(m_rng, 16);
+    uint32_t pushed = 0;
+    while (g.instructions < n || pushed) {
+      bool ok;
+      if (pushed && (g.instructions >= n || chance(m_rng, 30))) {
+        ok = pop(g);
+        if (ok) --pushed;
+      } else if (pushed < 4 && chance(m_rng, 8)) {
+        ok = push(g);
+        if (ok) ++pushed;
+      } else {
+        ok = one(g);
+      }
+      (void)ok;
+    }
+    g.code.push_back(0xcc);  // int3: the end
+    return g;
+  }
+
+ private:
+  bool emit(Generated& g, ZydisMnemonic m, std::initializer_list<ZydisEncoderOperand> ops) {
+    ZydisEncoderRequest req{};
+    req.machine_mode = ZYDIS_MACHINE_MODE_LEGACY_32;
+    req.mnemonic = m;
+    req.operand_count = uint8_t(ops.size());
+    int i = 0;
+    for (const auto& o : ops) req.operands[i++] = o;
+    uint8_t buf[ZYDIS_MAX_INSTRUCTION_LENGTH];
+    ZyanUSize len = sizeof buf;
+    if (!ZYAN_SUCCESS(ZydisEncoderEncodeInstruction(&req, buf, &len))) return false;
+    g.code.insert(g.code.end(), buf, buf + len);
+    ++g.instructions;
+    return true;
+  }
+  ZydisRegister wreg(int bits) {
+    return bits == 8 ? pick(m_rng, kW8) : bits == 16 ? pick(m_rng, kW16) : pick(m_rng, kW32);
+  }
+  ZydisRegister rreg(int bits) {
+    return bits == 8 ? pick(m_rng, kW8) : bits == 16 ? pick(m_rng, kR16) : pick(m_rng, kR32);
+  }
+  int size() { return std::array{8, 16, 32, 32}[below(m_rng, 4)]; }
+
+  bool push(Generated& g) {
+    switch (below(m_rng, 5)) {
+      case 0: return emit(g, ZYDIS_MNEMONIC_PUSH, {reg(pick(m_rng, kR32))});
+      case 1: return emit(g, ZYDIS_MNEMONIC_PUSH, {imm(imm_for(m_rng, 32))});
+      case 2: return emit(g, ZYDIS_MNEMONIC_PUSH, {mem(m_rng, 4)});
+      case 3: return emit(g, ZYDIS_MNEMONIC_PUSHFD, {});
+      default:  // a flags image popfd can take in user mode too (no TF/AC/IF change)
+        return emit(g, ZYDIS_MNEMONIC_PUSH, {imm(int32_t((rng32() & (rf::Arith | rf::DF)) | rf::Fixed1 | rf::IF))}) &&
+               (--g.instructions, emit(g, ZYDIS_MNEMONIC_POPFD, {})) && emit(g, ZYDIS_MNEMONIC_PUSHFD, {});
+    }
+  }
+  bool pop(Generated& g) {
+    if (chance(m_rng, 70)) return emit(g, ZYDIS_MNEMONIC_POP, {reg(pick(m_rng, kW32))});
+    return emit(g, ZYDIS_MNEMONIC_POP, {mem(m_rng, 4)});
+  }
+  uint32_t rng32() { return uint32_t(m_rng()); }
+
+  ZydisEncoderOperand rm(int bits, bool writable) {
+    if (chance(m_rng, 40)) return mem(m_rng, uint16_t(bits / 8));
+    return reg(writable ? wreg(bits) : rreg(bits));
+  }
+
+  bool one(Generated& g) {
+    const int bits = size();
+    switch (below(m_rng, 16)) {
+      case 0: case 1: case 2: {  // ALU with two operands
+        ZydisMnemonic m = pick(m_rng, kAlu2);
+        switch (below(m_rng, 5)) {
+          case 0: return emit(g, m, {reg(wreg(bits)), reg(rreg(bits))});
+          case 1: return m != ZYDIS_MNEMONIC_TEST && emit(g, m, {reg(wreg(bits)), mem(m_rng, uint16_t(bits / 8))});
+          case 2: return emit(g, m, {mem(m_rng, uint16_t(bits / 8)), reg(rreg(bits))});
+          case 3: return emit(g, m, {reg(wreg(bits)), imm(imm_for(m_rng, bits))});
+          default: return emit(g, m, {mem(m_rng, uint16_t(bits / 8)), imm(imm_for(m_rng, bits))});
+        }
+      }
+      case 3: return emit(g, pick(m_rng, kAlu1), {rm(bits, true)});
+      case 4: {  // shifts and rotates
+        ZydisMnemonic m = pick(m_rng, kShift);
+        switch (below(m_rng, 3)) {
+          case 0: return emit(g, m, {rm(bits, true), imm(1)});
+          case 1: return emit(g, m, {rm(bits, true), imm(below(m_rng, 36))});
+          default: return emit(g, m, {rm(bits, true), reg(ZYDIS_REGISTER_CL)});
+        }
+      }
+      case 5: {  // shld/shrd
+        if (bits == 8) return false;
+        ZydisMnemonic m = chance(m_rng, 50) ? ZYDIS_MNEMONIC_SHLD : ZYDIS_MNEMONIC_SHRD;
+        ZydisEncoderOperand count = chance(m_rng, 50) ? reg(ZYDIS_REGISTER_CL) : imm(below(m_rng, bits));
+        return emit(g, m, {rm(bits, true), reg(rreg(bits)), count});
+      }
+      case 6: {  // mul / imul
+        switch (below(m_rng, 3)) {
+          case 0: return emit(g, chance(m_rng, 50) ? ZYDIS_MNEMONIC_MUL : ZYDIS_MNEMONIC_IMUL, {rm(bits, false)});
+          case 1: return bits != 8 && emit(g, ZYDIS_MNEMONIC_IMUL, {reg(wreg(bits)), rm(bits, false)});
+          default:
+            return bits != 8 && emit(g, ZYDIS_MNEMONIC_IMUL, {reg(wreg(bits)), rm(bits, false), imm(imm_for(m_rng, bits))});
+        }
+      }
+      case 7: {  // lea with any addressing form (no memory access)
+        ZydisEncoderOperand m{};
+        m.type = ZYDIS_OPERAND_TYPE_MEMORY;
+        m.mem.size = 0;
+        if (chance(m_rng, 85)) m.mem.base = pick(m_rng, kR32);
+        if (chance(m_rng, 60)) {
+          do m.mem.index = pick(m_rng, kR32); while (m.mem.index == ZYDIS_REGISTER_ESP);
+          m.mem.scale = uint8_t(1u << below(m_rng, 4));
+        }
+        switch (below(m_rng, 3)) {
+          case 0: break;
+          case 1: m.mem.displacement = int8_t(rng32()); break;
+          default: m.mem.displacement = int32_t(rng32()); break;
+        }
+        return emit(g, ZYDIS_MNEMONIC_LEA, {reg(bits == 16 ? wreg(16) : wreg(32)), m});
+      }
+      case 8: {  // movzx / movsx / mov
+        ZydisMnemonic m = std::array{ZYDIS_MNEMONIC_MOVZX, ZYDIS_MNEMONIC_MOVSX, ZYDIS_MNEMONIC_MOV}[below(m_rng, 3)];
+        if (m == ZYDIS_MNEMONIC_MOV)
+          return chance(m_rng, 50) ? emit(g, m, {reg(wreg(bits)), rm(bits, false)})
+                                   : emit(g, m, {rm(bits, true), reg(rreg(bits))});
+        int src = chance(m_rng, 50) ? 8 : 16;
+        int dst = src == 16 || chance(m_rng, 60) ? 32 : 16;
+        return emit(g, m, {reg(wreg(dst)), rm(src, false)});
+      }
+      case 9: return chance(m_rng, 50) ? emit(g, ZYDIS_MNEMONIC_XCHG, {reg(wreg(bits)), reg(wreg(bits))})
+                                       : emit(g, ZYDIS_MNEMONIC_XCHG, {mem(m_rng, uint16_t(bits / 8)), reg(wreg(bits))});
+      case 10: return emit(g, ZYDIS_MNEMONIC_BSWAP, {reg(wreg(32))});
+      case 11: return emit(g, pick(m_rng, kSetcc), {rm(8, true)});
+      case 12: return bits != 8 && emit(g, pick(m_rng, kCmovcc), {reg(wreg(bits)), rm(bits, false)});
+      case 13: {  // bit tests: register offsets only on registers (a memory form would leave the page)
+        if (bits == 8) return false;
+        ZydisMnemonic m = pick(m_rng, kBt);
+        if (chance(m_rng, 50)) return emit(g, m, {rm(bits, true), imm(below(m_rng, 256))});
+        return emit(g, m, {reg(wreg(bits)), reg(rreg(bits))});
+      }
+      case 14: {  // flag instructions and conversions
+        static constexpr std::array<ZydisMnemonic, 7> kMisc = {ZYDIS_MNEMONIC_CLC, ZYDIS_MNEMONIC_STC, ZYDIS_MNEMONIC_CMC,
+                                                               ZYDIS_MNEMONIC_CDQ, ZYDIS_MNEMONIC_CWDE, ZYDIS_MNEMONIC_LAHF,
+                                                               ZYDIS_MNEMONIC_SAHF};
+        return emit(g, pick(m_rng, kMisc), {});
+      }
+      default: {  // xadd / cmpxchg on registers and memory
+        ZydisMnemonic m = chance(m_rng, 50) ? ZYDIS_MNEMONIC_XADD : ZYDIS_MNEMONIC_CMPXCHG;
+        return emit(g, m, {rm(bits, true), reg(wreg(bits))});
+      }
+    }
+  }
+
+  Rng& m_rng;
+};
+
+// Flags whose final value is defined (see difftest.h).
+uint32_t defined_flags(std::span<const uint8_t> code) {
+  uint32_t defined = rf::Arith;
+  translator::GuestInsn g;
+  size_t off = 0;
+  while (off < code.size() && translator::decode32(code.subspan(off), uint32_t(kCode + off), g)) {
+    if (g.insn.cpu_flags) {
+      const auto& f = *g.insn.cpu_flags;
+      defined &= ~f.undefined;
+      defined |= (f.modified | f.set_0 | f.set_1) & ~f.undefined & rf::Arith;
+    }
+    off += g.insn.length;
+  }
+  return defined;
+}
+
+struct Outcome {
+  CpuState cpu;
+  std::vector<uint8_t> data, stack;
+  std::string stop;
+};
+
+struct Harness {
+  TestMachine* m;
+  std::unique_ptr<translator::SpanCodeReader> reader;
+  std::unique_ptr<translator::Translator> translator;
+
+  static Harness& get() {
+    static Harness* h = [] {
+      auto* h = new Harness;
+      h->m = &TestMachine::get();
+      h->reader = std::make_unique<translator::SpanCodeReader>(
+          mmu::GuestVirt(kCode), std::span<const uint8_t>(h->m->memory->host(mmu::GuestPhys(kCodePa), kRegion), kRegion));
+      auto t = translator::Translator::create({}, *h->reader);
+      if (!t) { std::fprintf(stderr, "%s\n", t.error().message.c_str()); std::abort(); }
+      h->translator = std::move(t.value());
+      return h;
+    }();
+    return *h;
+  }
+  uint8_t* guest(uint32_t va) {
+    // Data and stack regions are mapped at their fixed PAs (TestMachine).
+    uint32_t pa = va >= kStack ? kStackPa + (va - kStack) : kDataPa + (va - kData);
+    return m->memory->host(mmu::GuestPhys(pa), 1);
+  }
+  void load_memory(const std::vector<uint8_t>& data, const std::vector<uint8_t>& stack) {
+    std::memcpy(guest(kDataSnap), data.data(), data.size());
+    std::memcpy(guest(kStackSnap), stack.data(), stack.size());
+  }
+  void save(Outcome& o) {
+    o.data.assign(guest(kDataSnap), guest(kDataSnap) + kDataSnapLen);
+    o.stack.assign(guest(kStackSnap), guest(kStackSnap) + kStackSnapLen);
+  }
+};
+
+std::string regs(const CpuState& c) {
+  std::string s;
+  static const char* names[8] = {"eax", "ecx", "edx", "ebx", "esp", "ebp", "esi", "edi"};
+  for (int i = 0; i < 8; ++i) s += fmt::format("{}={:08x} ", names[i], c.gpr[i]);
+  s += fmt::format("eflags={:08x} eip={:08x}", c.eflags, c.eip);
+  return s;
+}
+
+std::string first_diff(const std::vector<uint8_t>& a, const std::vector<uint8_t>& b, uint32_t base) {
+  for (size_t i = 0; i < a.size(); ++i)
+    if (a[i] != b[i]) return fmt::format("byte at {:#x}: native {:02x}, translated {:02x}", base + i, a[i], b[i]);
+  return {};
+}
+
+}  // namespace
+
+DiffSummary run_difftest(uint64_t seed, uint64_t count, bool stop_at_first) {
+  Harness& h = Harness::get();
+  DiffSummary summary;
+  for (uint64_t index = 0; index < count; ++index) {
+    Rng rng(seed * 0x9E3779B97F4A7C15ull + index);
+    Generated gen = Generator(rng).sequence();
+    CpuState init = TestMachine::initial_state();
+    for (int r = 0; r < 8; ++r) init.gpr[r] = uint32_t(rng());
+    init.reg(runtime::EBP) = kDataBase;
+    init.reg(runtime::ESI) = uint32_t(rng() % 16);
+    init.reg(runtime::ESP) = kStackInit;
+    init.eflags = rf::Fixed1 | rf::IF | (uint32_t(rng()) & rf::Arith);
+    std::vector<uint8_t> data(kDataSnapLen), stack(kStackSnapLen);
+    for (auto& b : data) b = uint8_t(rng());
+    for (auto& b : stack) b = uint8_t(rng());
+
+    Outcome native, translated;
+    h.load_memory(data, stack);
+    native.cpu = init;
+    ExitRecord x = h.m->run(gen.code, native.cpu);
+    native.stop = runtime::describe(x, native.cpu);
+    const bool native_ok = x.kind == ExitKind::Breakpoint;
+    if (native_ok) native.cpu.eip -= 1;  // the int3 itself, where the translator stops
+    h.save(native);
+
+    h.load_memory(data, stack);
+    h.translator->flush();  // same guest addresses, new code
+    translated.cpu = init;
+    translator::RunResult rr = h.translator->run(translated.cpu, 1000);
+    translated.stop = fmt::format("{} at {:#x}: {}", translator::run_stop_name(rr.stop), rr.eip, rr.detail);
+    h.save(translated);
+
+    ++summary.sequences;
+    summary.instructions += gen.instructions;
+    const uint32_t fmask = defined_flags(gen.code) | rf::DF;
+    std::string why;
+    if (!native_ok) why = "native run did not reach int3: " + native.stop;
+    else if (rr.stop != translator::RunStop::kNeedsInterpretation || rr.detail.find("int3") == std::string::npos)
+      why = "translated run did not stop at int3";
+    else if (native.cpu.gpr != translated.cpu.gpr) why = "registers differ";
+    else if (native.cpu.eip != translated.cpu.eip) why = "eip differs";
+    else if ((native.cpu.eflags & fmask) != (translated.cpu.eflags & fmask))
+      why = fmt::format("flags differ (compared mask {:#x})", fmask);
+    else if (native.cpu.eflags != translated.cpu.eflags && ((native.cpu.eflags ^ translated.cpu.eflags) & ~rf::Arith))
+      why = "system flags differ";
+    else if (auto d = first_diff(native.data, translated.data, kDataSnap); !d.empty()) why = "data " + d;
+    else if (auto d = first_diff(native.stack, translated.stack, kStackSnap); !d.empty()) why = "stack " + d;
+    if (why.empty()) continue;
+
+    ++summary.mismatches;
+    if (summary.first_mismatch.empty()) {
+      std::string host;
+      const translator::Block* b = h.translator->block_at(kCode, init);
+      if (b && b->host) host = translator::disassemble({b->host, b->host_size}, uint64_t(b->host), true);
+      std::string guest;
+      translator::GuestInsn g;
+      for (size_t off = 0; off < gen.code.size() &&
+                           translator::decode32(std::span(gen.code).subspan(off), uint32_t(kCode + off), g);
+           off += g.insn.length)
+        guest += fmt::format("  {:08x}  {}\n", g.eip, translator::format_insn(g));
+      for (char& c : host)
+        if (c == ';') c = '\n';
+      summary.first_mismatch = fmt::format(
+          "MISMATCH seed {} sequence {}: {}\nguest code:\n{}host code (first block):\n {}\n"
+          "initial:    {}\nnative:     {}\n  stop: {}\ntranslated: {}\n  stop: {}\n",
+          seed, index, why, guest, host, regs(init), regs(native.cpu), native.stop, regs(translated.cpu),
+          translated.stop);
+    }
+    if (stop_at_first) break;
+  }
+  return summary;
+}
+
+}  // namespace bt86::test

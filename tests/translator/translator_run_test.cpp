@@ -1,0 +1,170 @@
+// The dispatcher end to end: guest code in the test machine's code page run
+// through the translation cache, with expected registers checked by hand.
+#include <gtest/gtest.h>
+
+#include "tests/runtime/direct_test_machine.h"
+#include "tests/runtime/guest_snippet.h"
+#include "translator/translator.h"
+
+namespace bt86::test {
+namespace {
+
+#define INTEL(name, code) GUEST_SNIPPET(name, ".intel_syntax noprefix\n" code "\n.att_syntax prefix\n")
+
+using namespace runtime;
+using translator::RunStop;
+
+class TranslatorRun : public ::testing::Test {
+ protected:
+  static translator::Translator& tr() {
+    static translator::SpanCodeReader* reader = new translator::SpanCodeReader(
+        mmu::GuestVirt(kCode), std::span<const uint8_t>(TestMachine::get().memory->host(mmu::GuestPhys(kCodePa), kRegion), kRegion));
+    static auto* t = [] {
+      auto r = translator::Translator::create({}, *reader);
+      if (!r) std::abort();
+      return r.value().release();
+    }();
+    return *t;
+  }
+  void SetUp() override {
+    m = &TestMachine::get();
+    cpu = TestMachine::initial_state();
+    std::memset(m->data(), 0, kRegion);
+    tr().flush();
+  }
+  translator::RunResult run(std::span<const uint8_t> code, uint64_t max_blocks = 1000) {
+    std::memcpy(m->memory->host(mmu::GuestPhys(kCodePa), kRegion), code.data(), code.size());
+    return tr().run(cpu, max_blocks);
+  }
+  TestMachine* m = nullptr;
+  CpuState cpu;
+};
+
+INTEL(loop_sum,
+      "xor eax, eax\n"
+      "mov ecx, 10\n"
+      "1: add eax, ecx\n"
+      "dec ecx\n"
+      "jnz 1b\n"
+      "int3\n")
+
+TEST_F(TranslatorRun, ConditionalLoopRunsToInt3) {
+  auto r = run(snippet_loop_sum());
+  EXPECT_EQ(r.stop, RunStop::kNeedsInterpretation) << r.detail;
+  EXPECT_EQ(cpu.reg(EAX), 55u);
+  EXPECT_EQ(cpu.reg(ECX), 0u);
+  EXPECT_EQ(cpu.eip, kCode + snippet_loop_sum().size() - 1);
+  EXPECT_NE(r.detail.find("int3"), std::string::npos) << r.detail;
+  EXPECT_GE(r.blocks_run, 10u);
+}
+
+INTEL(call_ret,
+      "mov eax, 1\n"
+      "call 2f\n"
+      "add eax, 100\n"
+      "int3\n"
+      "2: push ebx\n"
+      "mov ebx, [esp+4]\n"   // the return address
+      "add eax, eax\n"
+      "pop ebx\n"
+      "ret\n")
+
+TEST_F(TranslatorRun, CallAndRetThroughTheGuestStack) {
+  cpu.reg(EBX) = 0x1234;
+  auto r = run(snippet_call_ret());
+  EXPECT_EQ(r.stop, RunStop::kNeedsInterpretation) << r.detail;
+  EXPECT_EQ(cpu.reg(EAX), 102u);
+  EXPECT_EQ(cpu.reg(EBX), 0x1234u);
+  EXPECT_EQ(cpu.reg(ESP), kStackTop);
+  EXPECT_EQ(cpu.eip, kCode + 13);  // the int3
+}
+
+INTEL(popf_keeps_if,
+      "push 0x8d5\n"       // all arithmetic flags, IF clear
+      "popfd\n"
+      "pushfd\n"
+      "pop eax\n"
+      "int3\n")
+
+TEST_F(TranslatorRun, PopfdChangesArithmeticFlagsButNotTheVirtualIf) {
+  cpu.eflags = flags::Fixed1 | flags::IF;
+  auto r = run(snippet_popf_keeps_if());
+  EXPECT_EQ(r.stop, RunStop::kNeedsInterpretation);
+  EXPECT_EQ(cpu.eflags & flags::Arith, flags::Arith);
+  EXPECT_TRUE(cpu.eflags & flags::IF);
+  EXPECT_EQ(cpu.reg(EAX), flags::Arith | flags::Fixed1 | flags::IF);
+  // With the virtual IF clear, pushfd shows it clear.
+  cpu = TestMachine::initial_state();
+  cpu.eflags = flags::Fixed1;
+  r = run(snippet_popf_keeps_if());
+  EXPECT_EQ(cpu.reg(EAX), flags::Arith | flags::Fixed1);
+  EXPECT_FALSE(cpu.eflags & flags::IF);
+}
+
+INTEL(hlt_stop, "mov eax, 7\n hlt\n")
+
+TEST_F(TranslatorRun, PrivilegedInstructionStopsBeforeItself) {
+  auto r = run(snippet_hlt_stop());
+  EXPECT_EQ(r.stop, RunStop::kNeedsInterpretation);
+  EXPECT_EQ(cpu.eip, kCode + 5);
+  EXPECT_EQ(cpu.reg(EAX), 7u);
+  // Again: the block starting at hlt translates to nothing and answers at once.
+  r = tr().run(cpu, 10);
+  EXPECT_EQ(r.stop, RunStop::kNeedsInterpretation);
+  EXPECT_EQ(r.blocks_run, 0u);
+  EXPECT_EQ(cpu.eip, kCode + 5);
+}
+
+INTEL(spin, "1: jmp 1b\n")
+
+TEST_F(TranslatorRun, MaxBlocksStopsAnEndlessLoop) {
+  auto r = run(snippet_spin(), 500);
+  EXPECT_EQ(r.stop, RunStop::kMaxBlocks);
+  EXPECT_EQ(r.blocks_run, 500u);
+  EXPECT_EQ(cpu.eip, kCode);
+}
+
+TEST_F(TranslatorRun, NonFlatDataSegmentIsRefused) {
+  cpu.sreg(Seg::DS).base = 0x1000;
+  auto r = run(snippet_hlt_stop());
+  EXPECT_EQ(r.stop, RunStop::kUnsupportedState);
+}
+
+INTEL(fpu_sse,
+      "fld1\n"
+      "fadd st(0), st(0)\n"
+      "fstp dword ptr [ebx]\n"
+      "movss xmm0, [ebx]\n"
+      "addss xmm0, xmm0\n"
+      "movss [ebx+4], xmm0\n"
+      "int3\n")
+
+TEST_F(TranslatorRun, X87AndSseStateIsTheGuests) {
+  cpu.reg(EBX) = kData;
+  auto r = run(snippet_fpu_sse());
+  EXPECT_EQ(r.stop, RunStop::kNeedsInterpretation);
+  float f[2];
+  std::memcpy(f, m->data(), sizeof f);
+  EXPECT_EQ(f[0], 2.0f);
+  EXPECT_EQ(f[1], 4.0f);
+  EXPECT_EQ(cpu.fpu.fcw(), 0x037f);
+}
+
+// A block is flushed with the whole TC when the TC is full, and counted.
+TEST(TranslationCache, FlushesWholeWhenFull) {
+  static std::vector<uint8_t> code(4096 * 4, 0x90);  // nops: 64-insn blocks
+  code.back() = 0xcc;
+  translator::SpanCodeReader reader(mmu::GuestVirt(0x10000), code);
+  translator::TranslatorConfig config;
+  config.tc_size = 8192;  // one stub page + 4 KiB of blocks
+  auto t = translator::Translator::create(config, reader);
+  ASSERT_TRUE(t.ok());
+  CpuState c;
+  for (uint32_t eip = 0x10000; eip < 0x10000 + code.size() - 64; eip += 64)
+    ASSERT_NE((*t)->block_at(eip, c), nullptr);
+  EXPECT_GT((*t)->stats().tc_flushes, 0u);
+  EXPECT_LE((*t)->cache().used(), (*t)->cache().capacity());
+}
+
+}  // namespace
+}  // namespace bt86::test

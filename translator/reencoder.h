@@ -1,0 +1,63 @@
+// Decoding of guest (32-bit) instructions and their one-for-one re-encoding as
+// 64-bit host instructions: 32-bit addressing (0x67), guest ESP -> R12D, and a
+// GS override on every guest memory operand so it lands in the guest window.
+#pragma once
+
+#include <Zydis/Zydis.h>
+
+#include <array>
+#include <cstdint>
+#include <span>
+#include <string>
+
+#include "base/result.h"
+
+namespace bt86::translator {
+
+struct GuestInsn {
+  uint32_t eip = 0;
+  ZydisDecodedInstruction insn{};
+  ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT]{};
+
+  uint32_t next_eip() const { return eip + insn.length; }
+  std::span<const ZydisDecodedOperand> visible() const { return {ops, insn.operand_count_visible}; }
+  std::span<const ZydisDecodedOperand> all() const { return {ops, insn.operand_count}; }
+};
+
+struct HostBytes {
+  std::array<uint8_t, ZYDIS_MAX_INSTRUCTION_LENGTH> bytes{};
+  uint8_t size = 0;
+  std::span<const uint8_t> span() const { return {bytes.data(), size}; }
+};
+
+// Decodes one instruction of 32-bit protected-mode code at guest address eip.
+bool decode32(std::span<const uint8_t> bytes, uint32_t eip, GuestInsn& out);
+
+// The host register that holds a guest register of the same width (ESP/SP
+// become R12D/R12W, all others are the same register).
+ZydisRegister host_reg(ZydisRegister guest);
+
+struct ReencodeOptions {
+  // Add a GS override to memory operands (the guest window). String
+  // instructions never get one: their ES:EDI operand cannot be overridden.
+  bool window_segment = true;
+  // If set, the explicit memory operand becomes [this register] (its address
+  // was computed there beforehand). Used to avoid R12 in the AH..DH case.
+  ZydisRegister mem_address_in = ZYDIS_REGISTER_NONE;
+};
+
+// Re-encodes an innocuous guest instruction for 64-bit mode, or says why not.
+Result<HostBytes> reencode64(const GuestInsn& guest, const ReencodeOptions& options = {});
+
+// Intel-syntax disassembly for golden tests, traces and mismatch reports.
+std::string disassemble(std::span<const uint8_t> bytes, uint64_t address, bool long_mode);
+std::string format_insn(const GuestInsn& guest);
+
+}  // namespace bt86::translator
+
+namespace bt86::translator {
+// mov reg, [guest mem] (load) or mov [guest mem], reg (store) for a host
+// scratch register (R13D/R13W), with the guest memory operand remapped as in
+// reencode64. Used by expansions of push/pop/jmp/call with memory operands.
+Result<HostBytes> encode_guest_mem_move(const ZydisDecodedOperand& mem, ZydisRegister reg, bool store);
+}  // namespace bt86::translator
