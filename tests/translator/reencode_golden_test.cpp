@@ -158,7 +158,9 @@ TEST(BlockMetadata, HostOffsetsMapBackToGuestEips) {
   const uint32_t eips[4] = {kGuestAt, kGuestAt + 4, kGuestAt + 6, kGuestAt + 7};
   for (int i = 0; i < 4; ++i) {
     EXPECT_EQ(t.meta.boundaries[i].guest_eip, eips[i]);
-    if (i) EXPECT_GT(t.meta.boundaries[i].host_offset, t.meta.boundaries[i - 1].host_offset);
+    if (i) {
+      EXPECT_GT(t.meta.boundaries[i].host_offset, t.meta.boundaries[i - 1].host_offset);
+    }
   }
   EXPECT_EQ(t.meta.boundaries[0].host_offset, 0u);
   EXPECT_EQ(t.meta.boundaries[1].host_offset, 7u);  // 65 67 41 8b 44 24 04
