@@ -32,6 +32,7 @@ enum class InsnKind : uint8_t {
   kCallIndirect,     // call r/m32: ends the block
 };
 
+inline constexpr int kInsnKindCount = int(InsnKind::kCallIndirect) + 1;
 const char* insn_kind_name(InsnKind kind);
 inline bool ends_block(InsnKind k) { return k >= InsnKind::kJmp; }
 

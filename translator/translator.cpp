@@ -183,6 +183,7 @@ Result<const Block*> Translator::translate(uint32_t eip) {
     }
     ++m_stats.blocks_translated;
     m_stats.guest_insns += decoded.insns.size();
+    for (const BlockInsn& insn : decoded.insns) ++m_stats.insns_by_kind[int(insn.kind)];
     m_stats.guest_bytes += decoded.end_eip - decoded.eip;
     m_stats.tc_bytes += block->host_size;
   }

@@ -37,6 +37,7 @@ struct TranslatorStats {
   uint64_t tc_flushes = 0;       // flushes because the TC was full
   uint64_t invalidations = 0;    // flush() called by the owner, or segment flatness changed
   uint64_t blocks_run = 0;
+  uint64_t insns_by_kind[kInsnKindCount] = {};  // translated guest instructions, by InsnKind
   std::map<std::string, uint64_t> stops;  // why blocks ended before an instruction, by reason
 };
 

@@ -186,7 +186,21 @@ class Generator {
 
   bool one(Generated& g) {
     const int bits = size();
-    switch (below(m_rng, 16)) {
+    switch (below(m_rng, 18)) {
+      case 16: {  // jcc over the next instruction: two blocks, either arm
+        Generated next;
+        while (!one(next)) {}
+        const uint8_t cc = uint8_t(below(m_rng, 16));
+        g.code.push_back(uint8_t(0x70 | cc));
+        g.code.push_back(uint8_t(next.code.size()));
+        g.code.insert(g.code.end(), next.code.begin(), next.code.end());
+        g.instructions += 1 + next.instructions;
+        return true;
+      }
+      case 17:  // call +2; jmp +1; ret: call, ret and jmp through the dispatcher
+        g.code.insert(g.code.end(), {0xe8, 0x02, 0x00, 0x00, 0x00, 0xeb, 0x01, 0xc3});
+        g.instructions += 3;
+        return true;
       case 0: case 1: case 2: {  // ALU with two operands
         ZydisMnemonic m = pick(m_rng, kAlu2);
         switch (below(m_rng, 5)) {
@@ -346,6 +360,7 @@ std::string first_diff(const std::vector<uint8_t>& a, const std::vector<uint8_t>
 DiffSummary run_difftest(uint64_t seed, uint64_t count, bool stop_at_first) {
   Harness& h = Harness::get();
   DiffSummary summary;
+  translator::TranslatorStats before = h.translator->stats();
   for (uint64_t index = 0; index < count; ++index) {
     Rng rng(seed * 0x9E3779B97F4A7C15ull + index);
     Generated gen = Generator(rng).sequence();
@@ -413,6 +428,11 @@ DiffSummary run_difftest(uint64_t seed, uint64_t count, bool stop_at_first) {
     }
     if (stop_at_first) break;
   }
+  const translator::TranslatorStats& after = h.translator->stats();
+  for (int k = 0; k < translator::kInsnKindCount; ++k)
+    if (uint64_t n = after.insns_by_kind[k] - before.insns_by_kind[k])
+      summary.translated_kinds += fmt::format("{}{}: {}", summary.translated_kinds.empty() ? "" : ", ",
+                                              translator::insn_kind_name(translator::InsnKind(k)), n);
   return summary;
 }
 

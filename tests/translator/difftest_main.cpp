@@ -25,6 +25,7 @@ int main(int argc, char** argv) {
   std::printf("seed %llu: %llu sequences, %llu instructions, %llu mismatches, %.2f s\n",
               (unsigned long long)seed, (unsigned long long)s.sequences, (unsigned long long)s.instructions,
               (unsigned long long)s.mismatches, secs);
+  std::printf("translated as: %s\n", s.translated_kinds.c_str());
   if (!s.first_mismatch.empty()) std::printf("%s\n", s.first_mismatch.c_str());
   return s.mismatches ? 1 : 0;
 }
