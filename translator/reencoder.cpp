@@ -87,8 +87,15 @@ static Result<HostBytes> encode_checked(const ZydisEncoderRequest& req, bool has
   ZydisDecoder dec64;
   ZydisDecoderInit(&dec64, ZYDIS_MACHINE_MODE_LONG_64, ZYDIS_STACK_WIDTH_64);
   ZydisDecodedInstruction check;
-  if (!ZYAN_SUCCESS(ZydisDecoderDecodeInstruction(&dec64, nullptr, out.bytes.data(), out.size, &check)))
+  ZydisDecodedOperand check_ops[ZYDIS_MAX_OPERAND_COUNT];
+  if (!ZYAN_SUCCESS(ZydisDecoderDecodeFull(&dec64, out.bytes.data(), out.size, &check, check_ops)))
     return make_error("re-encoded bytes do not decode");
+  for (uint8_t i = 0; i < check.operand_count; ++i) {
+    const ZydisDecodedOperand& op = check_ops[i];
+    if (op.type == ZYDIS_OPERAND_TYPE_MEMORY &&
+        (op.mem.base == ZYDIS_REGISTER_RIP || op.mem.base == ZYDIS_REGISTER_EIP))
+      return make_error("re-encoding became instruction-pointer relative");
+  }
   if (check.address_width == 32) return out;
   if (out.size + 1 > ZYDIS_MAX_INSTRUCTION_LENGTH) return make_error("no room for an address-size prefix");
   HostBytes fixed;
