@@ -57,16 +57,7 @@ struct Machine {
     return *m;
   }
   uint8_t* code() { return memory->host(mmu::GuestPhys(0x100000), 0x2000); }
-  static CpuState state() {
-    CpuState cpu;
-    cpu.sreg(Seg::CS) = SegmentCache::flat_code(0x73);
-    cpu.sreg(Seg::SS) = SegmentCache::flat_data(0x7b);
-    cpu.sreg(Seg::DS) = SegmentCache::flat_data(0x7b);
-    cpu.sreg(Seg::ES) = SegmentCache::flat_data(0x7b);
-    cpu.reg(runtime::ESP) = kStackTop;
-    cpu.eip = kCode;
-    return cpu;
-  }
+  static CpuState state() { return CpuState::flat_user(kCode, kStackTop); }
 };
 
 void record(benchmark::State& state, const char* name, std::chrono::steady_clock::duration d) {

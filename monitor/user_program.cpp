@@ -172,16 +172,7 @@ Status UserProgram::load(const KernelImage& image) {
 }
 
 void UserProgram::set_up_cpu(uint32_t entry) {
-  m_cpu = runtime::CpuState{};
-  m_cpu.eip = entry;
-  m_cpu.reg(runtime::ESP) = kStackTop;
-  m_cpu.eflags = 0x202;
-  m_cpu.sreg(Seg::CS) = SegmentCache::flat_code(kUserCs);
-  m_cpu.sreg(Seg::SS) = SegmentCache::flat_data(kUserDs);
-  m_cpu.sreg(Seg::DS) = SegmentCache::flat_data(kUserDs);
-  m_cpu.sreg(Seg::ES) = SegmentCache::flat_data(kUserDs);
-  m_cpu.sreg(Seg::FS) = SegmentCache{};
-  m_cpu.sreg(Seg::GS) = SegmentCache{};
+  m_cpu = runtime::CpuState::flat_user(entry, kStackTop, kUserCs, kUserDs);
 }
 
 int UserProgram::run() {

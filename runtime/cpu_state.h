@@ -83,6 +83,19 @@ struct CpuState {
   std::array<SegmentCache, kNumSegs> seg{};  // indexed by Seg
   FpuState fpu = FpuState::reset();
 
+  // A flat 32-bit user-mode state as a protected-mode OS sets up a process
+  // (Linux i386: CS 0x73, SS = DS = ES 0x7b, FS and GS null).
+  static CpuState flat_user(uint32_t eip, uint32_t esp, uint16_t cs = 0x73, uint16_t ds = 0x7b) {
+    CpuState cpu;
+    cpu.sreg(Seg::CS) = SegmentCache::flat_code(cs);
+    cpu.sreg(Seg::SS) = SegmentCache::flat_data(ds);
+    cpu.sreg(Seg::DS) = SegmentCache::flat_data(ds);
+    cpu.sreg(Seg::ES) = SegmentCache::flat_data(ds);
+    cpu.eip = eip;
+    cpu.gpr[ESP] = esp;
+    return cpu;
+  }
+
   uint32_t& reg(Reg r) { return gpr[r]; }
   uint32_t reg(Reg r) const { return gpr[r]; }
   SegmentCache& sreg(Seg s) { return seg[static_cast<int>(s)]; }

@@ -18,6 +18,31 @@ namespace {
 
 using namespace runtime;
 
+// Catches whatever is written to fd 1 between construction and finish().
+class StdoutCapture {
+ public:
+  StdoutCapture() {
+    EXPECT_EQ(pipe2(m_pipe, O_NONBLOCK), 0);
+    fflush(stdout);
+    m_saved = dup(1);
+    EXPECT_EQ(dup2(m_pipe[1], 1), 1);
+  }
+  // Restores fd 1; returns the number of bytes that reached it (-1: none).
+  ssize_t finish() {
+    dup2(m_saved, 1);
+    close(m_saved);
+    char buf[64];
+    const ssize_t n = read(m_pipe[0], buf, sizeof buf);
+    close(m_pipe[0]);
+    close(m_pipe[1]);
+    return n;
+  }
+
+ private:
+  int m_pipe[2] = {-1, -1};
+  int m_saved = -1;
+};
+
 class DirectExecutorTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -398,12 +423,7 @@ GUEST_SNIPPET(host_fork, "mov $2, %eax\n int $0x80\n")
 
 TEST_F(DirectExecutorTest, HostSystemCallsFromTheGuestDoNothingOnTheHost) {
   std::memcpy(m->data(), "PWNED\n", 6);
-  // Catch anything written to fd 1.
-  int pipefd[2];
-  ASSERT_EQ(pipe2(pipefd, O_NONBLOCK), 0);
-  fflush(stdout);
-  const int saved_stdout = dup(1);
-  ASSERT_EQ(dup2(pipefd[1], 1), 1);
+  StdoutCapture capture;
 
   ExitRecord x = run(snippet_host_write());
   const ExitKind write_kind = x.kind;
@@ -424,12 +444,7 @@ TEST_F(DirectExecutorTest, HostSystemCallsFromTheGuestDoNothingOnTheHost) {
   x = run(snippet_host_fork());
   const ExitKind fork_kind = x.kind;
 
-  dup2(saved_stdout, 1);
-  close(saved_stdout);
-  char buf[16];
-  const ssize_t n = read(pipefd[0], buf, sizeof buf);
-  close(pipefd[0]);
-  close(pipefd[1]);
+  const ssize_t n = capture.finish();
 
   EXPECT_EQ(write_kind, ExitKind::SoftwareInterrupt);
   EXPECT_EQ(write_eax, 4u);  // not a byte count: the call never ran
@@ -635,18 +650,9 @@ GUEST_SNIPPET(escaped_syscall,
 
 TEST_F(DirectExecutorTest, EscapedCodeCannotMakeHostSystemCallsDirectly) {
   std::memcpy(m->data(), "PWNED\n", 6);
-  int pipefd[2];
-  ASSERT_EQ(pipe2(pipefd, O_NONBLOCK), 0);
-  fflush(stdout);
-  const int saved_stdout = dup(1);
-  ASSERT_EQ(dup2(pipefd[1], 1), 1);
+  StdoutCapture capture;
   ExitRecord x = run(snippet_escaped_syscall());
-  dup2(saved_stdout, 1);
-  close(saved_stdout);
-  char buf[16];
-  const ssize_t n = read(pipefd[0], buf, sizeof buf);
-  close(pipefd[0]);
-  close(pipefd[1]);
+  const ssize_t n = capture.finish();
   EXPECT_EQ(x.kind, ExitKind::Escaped64) << describe(x, cpu);
   EXPECT_EQ(x.host_signal, SIGSYS);  // stopped at the syscall, not at the int3
   EXPECT_EQ(n, -1) << "escaped guest code wrote to the host's stdout";

@@ -61,16 +61,7 @@ struct TestMachine {
 
   uint8_t* data() { return memory->host(mmu::GuestPhys(kDataPa), kRegion); }
 
-  static CpuState initial_state() {
-    CpuState cpu;
-    cpu.sreg(Seg::CS) = SegmentCache::flat_code(0x73);
-    cpu.sreg(Seg::SS) = SegmentCache::flat_data(0x7b);
-    cpu.sreg(Seg::DS) = SegmentCache::flat_data(0x7b);
-    cpu.sreg(Seg::ES) = SegmentCache::flat_data(0x7b);
-    cpu.reg(runtime::ESP) = kStackTop;
-    cpu.eip = kCode;
-    return cpu;
-  }
+  static CpuState initial_state() { return CpuState::flat_user(kCode, kStackTop); }
 
   // Loads code at kCode and runs until an exit that is not a preemption
   // tick (ticks are a legitimate exit at any point; the code just resumes).
