@@ -9,10 +9,13 @@ namespace bt86::monitor {
 namespace {
 
 bool takes_value(const std::string& name) {
-  return name == "--memory" || name == "--initrd" || name == "--append" || name == "--log";
+  return name == "--memory" || name == "--initrd" || name == "--append" || name == "--log" ||
+         name == "--module";
 }
 
-bool known_flag(const std::string& name) { return name == "--stats" || name == "--help" || name == "-h"; }
+bool known_flag(const std::string& name) {
+  return name == "--stats" || name == "--trace-bt" || name == "--help" || name == "-h";
+}
 
 Result<uint32_t> parse_memory(const std::string& text) {
   const std::string shown = "--memory " + text;
@@ -62,6 +65,7 @@ Result<Options> Cli::parse(const std::vector<std::string>& args) {
     if (known_flag(name)) {
       if (value) return make_error(name + ": takes no value");
       if (name == "--stats") opt.stats = true;
+      else if (name == "--trace-bt") opt.trace_bt = true;
       else opt.help = true;
       continue;
     }
@@ -77,6 +81,12 @@ Result<Options> Cli::parse(const std::vector<std::string>& args) {
     } else if (name == "--initrd") {
       if (value->empty()) return make_error("--initrd: empty file name");
       opt.initrd = *value;
+    } else if (name == "--module") {
+      // FILE or FILE,COMMAND LINE (Multiboot modules, QEMU's -initrd syntax).
+      const size_t comma = value->find(',');
+      Module m{value->substr(0, comma), comma == std::string::npos ? "" : value->substr(comma + 1)};
+      if (m.file.empty()) return make_error("--module: empty file name");
+      opt.modules.push_back(std::move(m));
     } else if (name == "--append") {
       opt.append = *value;
     } else if (name == "--log") {
@@ -105,8 +115,11 @@ options (also accepted as --opt=value):
   --memory MiB      guest RAM in MiB, 16..3072 (default 256)
   --initrd FILE     initial ramdisk for a Linux kernel
   --append CMDLINE  kernel command line
+  --module FILE[,CMDLINE]
+                    a Multiboot module (repeat for more)
   --log LEVEL       trace|debug|info|warn|error|off (default warn)
-  --stats           print exit and mapping statistics to stderr at the end
+  --stats           print exit, translation and mapping statistics to stderr at the end
+  --trace-bt        print every translated guest block beside its host code (stderr)
   --help, -h        print this help and exit
 
 exit status:

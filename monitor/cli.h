@@ -17,13 +17,20 @@ inline constexpr int kExitUsage = 2;       // bad command line or input file
 inline constexpr int kExitHostFailure = 3; // the host refused a resource (mmap, seccomp...)
 inline constexpr int kExitGuestError = 4;  // the guest faulted or did something bt86 cannot run
 
+struct Module {
+  std::string file;
+  std::string cmdline;
+};
+
 struct Options {
   uint32_t memory_mib = 256;
   std::string kernel;
   std::optional<std::string> initrd;
   std::optional<std::string> append;
   std::string log_level = "warn";
+  std::vector<Module> modules;
   bool stats = false;
+  bool trace_bt = false;
   bool help = false;
 };
 

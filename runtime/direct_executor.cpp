@@ -185,7 +185,7 @@ ExitRecord DirectExecutor::run(CpuState& cpu) {
 
   asm volatile("rdfsbase %0" : "=r"(ctx.host_fs_base));
   asm volatile("rdgsbase %0" : "=r"(ctx.host_gs_base));
-  detail::arm_instruction_faulting();
+  detail::arm_instruction_faulting(m_config.trap_rdtsc);
   detail::g_world = &ctx;
   ctx.in_guest = 1;
   ++m_stats.entries;

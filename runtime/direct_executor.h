@@ -24,6 +24,10 @@ struct DirectConfig {
   uint64_t segment_boundary = uint64_t(1) << 32;
   // Period of the preemption tick; zero disables it.
   std::chrono::microseconds tick_period{4000};
+  // Make rdtsc/rdtscp in guest user code exit (where the host can). A
+  // machine whose guest TSC equals the host TSC (no TSC offset, CR4.TSD
+  // clear) lets them run natively and keeps the host's vDSO clock fast.
+  bool trap_rdtsc = true;
 };
 
 struct DirectStats {

@@ -43,6 +43,7 @@ constexpr int kTrapSignals[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS
 
 volatile bool g_cpuid_armed = false;
 volatile bool g_tsc_armed = false;
+volatile uint8_t* volatile g_tick_flag = nullptr;
 
 long raw_syscall2(long nr, long a, long b) {
   long ret;
@@ -103,6 +104,7 @@ __attribute__((no_stack_protector)) void on_signal(int signo, siginfo_t* si, voi
   if (ctx == nullptr || !ctx->in_guest || (cs == kHostCs && rip >= kWindowEnd)) {
     if (signo == tick_signal()) {
       if (ctx) ctx->exit_requested = 1;
+      if (volatile uint8_t* f = g_tick_flag) *f = 1;
       return;
     }
     if (signo == SIGSEGV && rip >= kWindowEnd &&
@@ -241,13 +243,15 @@ Status install_seccomp_filter() {
   return Ok{};
 }
 
-void arm_instruction_faulting() {
+void set_tick_flag(volatile uint8_t* flag) { g_tick_flag = flag; }
+
+void arm_instruction_faulting(bool tsc) {
   const HostFeatures& f = host_features();
   if (f.cpuid_faulting && !g_cpuid_armed) {
     raw_syscall2(SYS_arch_prctl, ARCH_SET_CPUID, 0);
     g_cpuid_armed = true;
   }
-  if (f.tsc_faulting && !g_tsc_armed) {
+  if (tsc && f.tsc_faulting && !g_tsc_armed) {
     raw_syscall2(SYS_prctl, PR_SET_TSC, PR_TSC_SIGSEGV);
     g_tsc_armed = true;
   }

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <csignal>
+#include <cstdint>
 
 #include "base/result.h"
 
@@ -36,7 +37,12 @@ Status install_seccomp_filter();
 // Makes cpuid and rdtsc fault in this thread while the guest runs. The host
 // (vDSO clock_gettime, AsmJit's CPU probe) may use them too: a host fault on
 // either disarms the faulting, and arm() re-arms it before the next entry.
-void arm_instruction_faulting();
+void arm_instruction_faulting(bool tsc = true);
+
+// One more byte the tick handler sets to 1 on every tick, whatever runs:
+// the translator's exit-request flag, so that a tick stops translated code
+// too. nullptr disables it. The byte must outlive the timer.
+void set_tick_flag(volatile uint8_t* flag);
 
 // A periodic per-thread timer that sends tick_signal() to this thread.
 class TickTimer {
