@@ -7,6 +7,10 @@
 #
 # Output (cached; rebuilt only when missing or when the packages change):
 #   $OUT/vmlinuz   $OUT/initrd.cpio.gz   $OUT/versions
+# The initramfs also holds /bench: the static i386 benchmark programs of
+# samples/linux/bench (built here with gcc -m32 -static), and /init runs
+# /etc/bt86/NAME.sh instead of a shell when the kernel command line has
+# bt86.script=NAME (used by bench/linux/measure.sh), then powers off.
 # Usage: samples/linux/make-image.sh [OUT]   (default OUT: build/guest)
 set -euo pipefail
 
@@ -48,7 +52,9 @@ bver=$(resolve busybox-static:i386)
 kpkg=$(apt-cache depends "linux-image-686:i386=$kver" | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
 kpkg=${kpkg%:i386}
 [ -n "$kpkg" ] || { echo "make-image: cannot find the kernel package behind linux-image-686" >&2; exit 1; }
-want="$kpkg $(resolve "$kpkg:i386") busybox-static $bver"
+bench_src="$root/samples/linux/bench"
+bench_hash=$(cat "$bench_src"/*.c "$0" | sha256sum | cut -c1-16)
+want="$kpkg $(resolve "$kpkg:i386") busybox-static $bver bench $bench_hash"
 
 if [ -f "$out/versions" ] && [ "$(cat "$out/versions")" = "$want" ] &&
    [ -f "$out/vmlinuz" ] && [ -f "$out/initrd.cpio.gz" ]; then
@@ -81,6 +87,23 @@ if [ ! -e "$ir/bin/sh" ]; then
   done
   for a in poweroff reboot halt; do ln -sf ../bin/busybox "$ir/sbin/$a"; done
 fi
+mkdir -p "$ir/bench" "$ir/etc/bt86"
+for src in "$bench_src"/*.c; do
+  gcc -m32 -static -O2 -o "$ir/bench/$(basename "$src" .c)" "$src"
+done
+cat > "$ir/etc/bt86/bench.sh" <<'BENCH'
+#!/bin/sh
+# Run by /init for bt86.script=bench: the guest rows of bench/linux/measure.sh.
+/bench/sieve
+/bench/forkwait
+/bench/getppid
+BENCH
+cat > "$ir/etc/bt86/boot.sh" <<'BOOT'
+#!/bin/sh
+# Run by /init for bt86.script=boot: boot, say so, power off (boot time).
+true
+BOOT
+chmod 755 "$ir/etc/bt86/"*.sh
 cat > "$ir/init" <<'INIT'
 #!/bin/sh
 # bt86 guest init: mount the pseudo file systems and start a shell.
@@ -88,6 +111,17 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev 2>/dev/null || mdev -s
 echo "bt86 guest: $(uname -sr), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2)"
+echo "bt86-guest-ready"
+for word in $(cat /proc/cmdline); do
+  case "$word" in
+    bt86.script=*)
+      script=/etc/bt86/${word#bt86.script=}.sh
+      [ -x "$script" ] && "$script"
+      echo "bt86-script-done"
+      poweroff -f
+      ;;
+  esac
+done
 exec setsid cttyhack /bin/sh -l
 INIT
 chmod 755 "$ir/init"

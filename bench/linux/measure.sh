@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# Measures the Linux guest (issue 5 item 6) on bt86, natively and on
+# qemu-system-i386 (TCG), and prints one markdown table of medians:
+#   boot      seconds from start to the guest's /init saying it is ready
+#   sieve     CPU-bound static i386 program (samples/linux/bench/sieve.c)
+#   forkwait  40,000 fork + waitpid (Adams and Agesen), us per fork
+#   getppid   system-call round trip, ns per call
+#   memory    bt86's own memory beyond guest RAM (MiB), from --stats
+# Usage: bench/linux/measure.sh [RUNS] (default 3). Needs build/bt86 and the
+# guest image (scripts/run.sh makes both); qemu rows need qemu-system-i386.
+set -uo pipefail
+root=$(cd "$(dirname "$0")/../.." && pwd)
+runs=${1:-3}
+guest=${BT86_GUEST:-$root/build/guest}
+bt86=${BT86:-$root/build/bt86}
+mem=256
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+"$root/samples/linux/make-image.sh" "$guest" >/dev/null || { echo "measure: cannot build the guest image" >&2; exit 1; }
+
+# One guest run: prints the console log with each line stamped by the
+# seconds since start (bash's EPOCHREALTIME). $1: log file; rest: command.
+stamped() {
+  local log=$1; shift
+  local t0=$EPOCHREALTIME
+  timeout 600 "$@" 2>"$log.err" </dev/null | while IFS= read -r line; do
+    printf '%.3f %s\n' "$(echo "$EPOCHREALTIME - $t0" | bc)" "$line"
+  done >"$log"
+}
+median() { sort -g | awk '{a[NR]=$1} END {if (NR == 0) print "n/a"; else print a[int((NR + 1) / 2)]}'; }
+field() {  # $1 log, $2 regex before the number, prints the number after it
+  grep -a -o "$2[0-9.]*" "$1" | head -n 1 | grep -o '[0-9.]*$'
+}
+
+declare -A result
+run_guest() {  # $1 name, rest: the command for one boot with bt86.script=bench
+  local name=$1; shift
+  for i in $(seq "$runs"); do
+    local log="$work/$name.$i"
+    stamped "$log" "$@"
+    if ! grep -q bt86-script-done "$log"; then
+      echo "measure: $name run $i did not finish; last lines:" >&2
+      tail -n 5 "$log" >&2; tail -n 3 "$log.err" >&2
+      continue
+    fi
+    awk '/bt86-guest-ready/ {print $1; exit}' "$log" >>"$work/$name.boot"
+    field "$log" 'sieve: [0-9]* primes below [0-9]*, [0-9]* rounds, ' >>"$work/$name.sieve"
+    field "$log" 'us per fork' >/dev/null
+    grep -a -o '[0-9.]* us per fork' "$log" | grep -o '^[0-9.]*' >>"$work/$name.forkwait"
+    grep -a -o '[0-9.]* ns per call' "$log" | grep -o '^[0-9.]*' >>"$work/$name.getppid"
+    grep -a -o 'beyond guest RAM: [0-9.]*' "$log.err" | grep -o '[0-9.]*$' >>"$work/$name.memory"
+  done
+  for m in boot sieve forkwait getppid memory; do
+    result[$name.$m]=$( (cat "$work/$name.$m" 2>/dev/null || true) | median)
+  done
+}
+
+# Native: the same static binaries the initramfs holds.
+for p in sieve forkwait getppid; do gcc -m32 -static -O2 -o "$work/$p" "$root/samples/linux/bench/$p.c"; done
+for i in $(seq "$runs"); do
+  "$work/sieve" | grep -o '[0-9.]* s$' | grep -o '^[0-9.]*' >>"$work/native.sieve"
+  "$work/forkwait" | grep -o '[0-9.]* us per fork' | grep -o '^[0-9.]*' >>"$work/native.forkwait"
+  "$work/getppid" | grep -o '[0-9.]* ns per call' | grep -o '^[0-9.]*' >>"$work/native.getppid"
+done
+for m in sieve forkwait getppid; do result[native.$m]=$(median <"$work/native.$m"); done
+result[native.boot]="n/a"; result[native.memory]="n/a"
+
+append="console=ttyS0 bt86.script=bench"
+run_guest bt86 "$bt86" --memory "$mem" --stats --initrd "$guest/initrd.cpio.gz" --append "$append" "$guest/vmlinuz"
+if command -v qemu-system-i386 >/dev/null; then
+  run_guest qemu qemu-system-i386 -m "$mem" -nographic -monitor none -serial stdio -no-reboot \
+    -kernel "$guest/vmlinuz" -initrd "$guest/initrd.cpio.gz" -append "$append"
+else
+  echo "measure: qemu-system-i386 not installed: no qemu row" >&2
+fi
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "n/a" || b == "n/a" || a == "" || b == "" || b == 0) print "n/a"; else printf "%.2fx", a / b }'; }
+echo "Linux guest, $(date -u +%Y-%m-%d), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) CPUs, medians of $runs runs"
+echo
+echo "| row | native | bt86 | qemu TCG | bt86/native | qemu/native |"
+echo "|---|---|---|---|---|---|"
+for m in boot sieve forkwait getppid memory; do
+  case $m in boot) label="boot to /init (s)";; sieve) label="sieve (s)";; forkwait) label="forkwait (us/fork)";;
+    getppid) label="getppid (ns/call)";; memory) label="bt86 memory beyond guest RAM (MiB)";; esac
+  echo "| $label | ${result[native.$m]} | ${result[bt86.$m]} | ${result[qemu.$m]:-n/a} | $(ratio "${result[bt86.$m]}" "${result[native.$m]}") | $(ratio "${result[qemu.$m]:-n/a}" "${result[native.$m]}") |"
+done
