@@ -1,0 +1,304 @@
+// nanobench: the nanobenchmarks of Adams and Agesen, "A Comparison of
+// Software and Hardware Techniques for x86 Virtualization" (ASPLOS 2006,
+// section 6.2), as a Multiboot guest. Each one times a single kind of
+// event that a VMM may have to intervene in:
+//
+//   syscall  int 0x80 from ring 3 to a null handler and iret back
+//   in       inb from port 0x80 in ring 0
+//   callret  call and ret in ring 0 (a binary translator must rewrite both)
+//   pgfault  a true #PF in ring 0: the handler maps the page and unmaps
+//            the other of a pair, so every touch faults
+//   divzero  #DE in ring 0: the handler skips the div
+//   ptemod   a write to a live PTE followed by invlpg, in ring 0
+//
+// Time is rdtsc, calibrated against the 8254's counter 2 (gated through port
+// 0x61, as Linux's pit_calibrate_tsc does), so results are in ns whatever
+// the TSC rate. Results go to COM1 as "nanobench: <name> <ns> ns ..."; then
+// the guest writes 0 to the debug-exit port (exit status 1).
+#include <stdarg.h>
+#include <stdint.h>
+
+#define kPageA 0x00400000u  // guest.S uses the same two pages
+#define kPageB 0x00401000u
+#define kPtemodPage 0x00402000u
+#define kPitHz 1193182u
+
+// ---- guest.S ----------------------------------------------------------------
+void nb_de_entry(void);
+void nb_pf_entry(void);
+void nb_syscall_entry(void);
+void nb_leave_user_entry(void);
+void nb_run_user(void (*fn)(void), uint32_t stack_top);
+void nb_user_syscall(void);
+void nb_loop_callret(uint32_t n);
+void nb_loop_in(uint32_t n);
+void nb_loop_divzero(uint32_t n);
+void nb_loop_pgfault(uint32_t n);
+void nb_loop_ptemod(uint32_t n, volatile uint32_t* pte, uint32_t page);
+#define UNEXPECTED(n) void nb_unexpected_##n(void);
+UNEXPECTED(1) UNEXPECTED(2) UNEXPECTED(3) UNEXPECTED(4) UNEXPECTED(5) UNEXPECTED(6) UNEXPECTED(7) UNEXPECTED(8)
+UNEXPECTED(9) UNEXPECTED(10) UNEXPECTED(11) UNEXPECTED(12) UNEXPECTED(13) UNEXPECTED(15) UNEXPECTED(16)
+UNEXPECTED(17) UNEXPECTED(18) UNEXPECTED(19) UNEXPECTED(20) UNEXPECTED(21) UNEXPECTED(22) UNEXPECTED(23)
+UNEXPECTED(24) UNEXPECTED(25) UNEXPECTED(26) UNEXPECTED(27) UNEXPECTED(28) UNEXPECTED(29) UNEXPECTED(30)
+UNEXPECTED(31)
+
+// Shared with guest.S.
+volatile uint32_t* nb_pte_a;
+volatile uint32_t* nb_pte_b;
+uint32_t nb_saved_esp;
+volatile uint32_t nb_user_count;
+volatile uint64_t nb_user_cycles;
+
+// ---- hardware -----------------------------------------------------------------
+static inline void outb(uint16_t port, uint8_t v) { __asm__ volatile("outb %0, %1" ::"a"(v), "Nd"(port)); }
+static inline uint8_t inb(uint16_t port) {
+  uint8_t v;
+  __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port));
+  return v;
+}
+static inline uint64_t rdtsc(void) {
+  uint64_t v;
+  __asm__ volatile("rdtsc" : "=A"(v));
+  return v;
+}
+
+static void serial_putc(char c) {
+  for (int spin = 0; spin < 100000 && !(inb(0x3FD) & 0x20); ++spin) {
+  }
+  outb(0x3F8, (uint8_t)c);
+}
+
+static void print(const char* fmt, ...) {
+  // %s, %u (32-bit), %U (64-bit), %d.1 style is done by the caller.
+  va_list ap;
+  va_start(ap, fmt);
+  for (; *fmt; ++fmt) {
+    if (*fmt != '%') {
+      if (*fmt == '\n') serial_putc('\r');
+      serial_putc(*fmt);
+      continue;
+    }
+    ++fmt;
+    if (*fmt == 's') {
+      for (const char* s = va_arg(ap, const char*); *s; ++s) serial_putc(*s);
+    } else if (*fmt == 'u' || *fmt == 'U' || *fmt == 'x') {
+      uint64_t v = *fmt == 'U' ? va_arg(ap, uint64_t) : va_arg(ap, uint32_t);
+      unsigned base = *fmt == 'x' ? 16 : 10;
+      char tmp[24];
+      int n = 0;
+      do tmp[n++] = "0123456789abcdef"[v % base], v /= base;
+      while (v);
+      while (n) serial_putc(tmp[--n]);
+    }
+  }
+  va_end(ap);
+}
+
+static void debug_exit(uint8_t v) __attribute__((noreturn));
+static void debug_exit(uint8_t v) {
+  outb(0xF4, v);  // QEMU isa-debug-exit and bt86: exit status (v << 1) | 1
+  for (;;) __asm__ volatile("cli; hlt");
+}
+
+typedef struct {
+  uint32_t vector, error, eip, cs, eflags;
+} UnexpectedFrame;
+
+void nb_unexpected(const UnexpectedFrame* f) __attribute__((noreturn));
+void nb_unexpected(const UnexpectedFrame* f) {
+  uint32_t cr2;
+  __asm__ volatile("mov %%cr2, %0" : "=r"(cr2));
+  print("nanobench: FAIL: unexpected exception %u, error 0x%x, eip 0x%x, cs 0x%x, cr2 0x%x\n", f->vector, f->error,
+        f->eip, f->cs, cr2);
+  debug_exit(0x7f);
+}
+
+// ---- descriptors, paging -----------------------------------------------------
+typedef struct __attribute__((packed)) {
+  uint16_t limit;
+  uint32_t base;
+} TableRegister;
+
+typedef struct __attribute__((packed)) {
+  uint16_t offset_low, selector;
+  uint8_t zero, type_attr;
+  uint16_t offset_high;
+} IdtGate;
+
+static uint64_t g_gdt[6] __attribute__((aligned(8)));
+static uint32_t g_tss[26] __attribute__((aligned(16)));  // 104-byte 32-bit TSS (SDM vol. 3, 7.2.1)
+static IdtGate g_idt[256] __attribute__((aligned(8)));
+static uint32_t g_pd[1024] __attribute__((aligned(4096)));
+static uint32_t g_pt[2][1024] __attribute__((aligned(4096)));
+static uint8_t g_trap_stack[4096] __attribute__((aligned(16)));
+static uint8_t g_user_stack[4096] __attribute__((aligned(16)));
+
+static void set_gate(unsigned v, void (*handler)(void), unsigned dpl) {
+  uint32_t h = (uint32_t)handler;
+  g_idt[v] = (IdtGate){(uint16_t)h, 0x08, 0, (uint8_t)(0x8E | (dpl << 5)), (uint16_t)(h >> 16)};
+}
+
+static void setup_cpu(void) {
+  g_gdt[1] = 0x00CF9A000000FFFFull;  // kernel code
+  g_gdt[2] = 0x00CF92000000FFFFull;  // kernel data
+  g_gdt[3] = 0x00CFFA000000FFFFull;  // user code (0x1B)
+  g_gdt[4] = 0x00CFF2000000FFFFull;  // user data (0x23)
+  uint32_t tss = (uint32_t)g_tss, limit = sizeof g_tss - 1;
+  g_gdt[5] = (limit & 0xFFFF) | ((uint64_t)(tss & 0xFFFFFF) << 16) | (0x89ull << 40) | ((uint64_t)(tss >> 24) << 56);
+  g_tss[1] = (uint32_t)(g_trap_stack + sizeof g_trap_stack);  // ESP0
+  g_tss[2] = 0x10;                                            // SS0
+  g_tss[25] = (uint32_t)sizeof g_tss << 16;                   // I/O map base past the limit
+  TableRegister gdtr = {sizeof g_gdt - 1, (uint32_t)g_gdt};
+  __asm__ volatile(
+      "lgdt %0\n ljmp $0x08, $1f\n 1:\n mov $0x10, %%ax\n mov %%ax, %%ds\n mov %%ax, %%es\n"
+      " mov %%ax, %%fs\n mov %%ax, %%gs\n mov %%ax, %%ss\n mov $0x28, %%ax\n ltr %%ax" ::"m"(gdtr)
+      : "eax", "memory");
+
+  void (*const unexpected[32])(void) = {
+      0,                   nb_unexpected_1,  nb_unexpected_2,  nb_unexpected_3,  nb_unexpected_4,  nb_unexpected_5,
+      nb_unexpected_6,     nb_unexpected_7,  nb_unexpected_8,  nb_unexpected_9,  nb_unexpected_10, nb_unexpected_11,
+      nb_unexpected_12,    nb_unexpected_13, 0,                nb_unexpected_15, nb_unexpected_16, nb_unexpected_17,
+      nb_unexpected_18,    nb_unexpected_19, nb_unexpected_20, nb_unexpected_21, nb_unexpected_22, nb_unexpected_23,
+      nb_unexpected_24,    nb_unexpected_25, nb_unexpected_26, nb_unexpected_27, nb_unexpected_28, nb_unexpected_29,
+      nb_unexpected_30,    nb_unexpected_31};
+  for (unsigned v = 1; v < 32; ++v)
+    if (unexpected[v]) set_gate(v, unexpected[v], 0);
+  set_gate(0, nb_de_entry, 0);
+  set_gate(14, nb_pf_entry, 0);
+  set_gate(0x80, nb_syscall_entry, 3);
+  set_gate(0x81, nb_leave_user_entry, 3);
+  TableRegister idtr = {sizeof g_idt - 1, (uint32_t)g_idt};
+  __asm__ volatile("lidt %0" ::"m"(idtr));
+}
+
+// [0, 8 MiB) identity-mapped, user-accessible (the syscall loop runs in
+// ring 3 from the kernel's own pages), page 0 not present.
+static void setup_paging(void) {
+  for (uint32_t t = 0; t < 2; ++t) {
+    for (uint32_t i = 0; i < 1024; ++i) {
+      uint32_t a = (t * 1024 + i) * 4096;
+      g_pt[t][i] = a ? (a | 7) : 0;
+    }
+    g_pd[t] = (uint32_t)g_pt[t] | 7;
+  }
+  nb_pte_a = &g_pt[kPageA >> 22][(kPageA >> 12) & 1023];
+  nb_pte_b = &g_pt[kPageB >> 22][(kPageB >> 12) & 1023];
+  *nb_pte_a &= ~1u;  // the first touch of A faults
+  __asm__ volatile("mov %0, %%cr3\n mov %%cr0, %%eax\n or $0x80010000, %%eax\n mov %%eax, %%cr0" ::"r"(g_pd)
+                   : "eax", "memory");
+}
+
+// ---- timing -------------------------------------------------------------------
+static uint64_t g_tsc_khz;
+static uint64_t g_calibration_ppm;  // bracket width of the chosen attempt
+
+// 8254 datasheet: counter 2 in mode 0 starts counting once the MSB of the
+// count is written (GATE 2, port 0x61 bit 0, high) and raises OUT 2 (port
+// 0x61 bit 5) at zero. Both ends are bracketed by TSC reads. An emulated or
+// virtualized vCPU can lose the host CPU for milliseconds in the middle of
+// a bracket, so 5 ms attempts are repeated until one has brackets tighter
+// than 0.05% of its length (at most 60 tries), and the tightest one wins.
+static int calibrate(void) {
+  const uint32_t count = 5966;  // 5 ms at 1.193182 MHz
+  uint64_t best_width = ~0ull, best_cycles = 0;
+  for (int attempt = 0; attempt < 60 && (best_cycles == 0 || best_width * 2000 > best_cycles); ++attempt) {
+    outb(0x61, (uint8_t)((inb(0x61) & ~0x02) | 0x01));  // gate on, speaker off
+    outb(0x43, 0xB0);                                    // counter 2, LSB then MSB, mode 0
+    outb(0x42, (uint8_t)count);
+    uint64_t start_lo = rdtsc();
+    outb(0x42, (uint8_t)(count >> 8));
+    uint64_t start_hi = rdtsc();
+    uint64_t prev_before = start_lo, before, after;
+    uint32_t polls = 0;
+    for (;;) {
+      before = rdtsc();
+      uint8_t v = inb(0x61);
+      after = rdtsc();
+      if (v & 0x20) break;
+      if (++polls > 100000000u) return -1;
+      prev_before = before;
+    }
+    // The edge came after the last read that saw OUT 2 low (issued after
+    // prev_before) and before the read that saw it high returned (after).
+    uint64_t width = (start_hi - start_lo) + (after - prev_before);
+    uint64_t cycles = (prev_before + after) / 2 - (start_lo + start_hi) / 2;
+    if (width < best_width) best_width = width, best_cycles = cycles;
+  }
+  g_tsc_khz = best_cycles * kPitHz / ((uint64_t)count * 1000u);
+  g_calibration_ppm = best_cycles ? best_width * 1000000 / best_cycles : 0;
+  return g_tsc_khz ? 0 : -1;
+}
+
+typedef void (*Loop)(uint32_t n);
+
+static void loop_ptemod(uint32_t n) {
+  volatile uint32_t* pte = &g_pt[kPtemodPage >> 22][(kPtemodPage >> 12) & 1023];
+  nb_loop_ptemod(n, pte, kPtemodPage);
+}
+
+static void loop_syscall(uint32_t n) {
+  nb_user_count = n;
+  nb_run_user(nb_user_syscall, (uint32_t)(g_user_stack + sizeof g_user_stack) - 4);
+}
+
+static uint64_t time_loop(Loop loop, int from_user, uint32_t n) {
+  if (from_user) {
+    loop(n);
+    return nb_user_cycles;
+  }
+  uint64_t t0 = rdtsc();
+  loop(n);
+  return rdtsc() - t0;
+}
+
+static void run(const char* name, Loop loop, int from_user) {
+  // Grow n until one run lasts 20 ms, then keep the best of five runs (the
+  // vCPU may lose the host CPU during any one of them).
+  const uint64_t target = g_tsc_khz * 20;
+  uint32_t n = 256;
+  uint64_t cycles = time_loop(loop, from_user, n);
+  while (cycles < target && n < (1u << 26)) {
+    n *= 4;
+    cycles = time_loop(loop, from_user, n);
+  }
+  for (int i = 0; i < 4; ++i) {
+    uint64_t c = time_loop(loop, from_user, n);
+    if (c < cycles) cycles = c;
+  }
+  uint64_t milli_cycles_per_op = cycles * 1000 / n;
+  uint64_t ps = milli_cycles_per_op * 1000000 / g_tsc_khz;
+  uint64_t tenth_ns = (ps + 50) / 100;
+  print("nanobench: %s %U.%u ns %U cycles n=%u\n", name, tenth_ns / 10, (uint32_t)(tenth_ns % 10),
+        (milli_cycles_per_op + 500) / 1000, n);
+}
+
+void nb_main(uint32_t magic, const void* mbi);
+void nb_main(uint32_t magic, const void* mbi) {
+  (void)mbi;
+  outb(0x3F9, 0x00);  // COM1: no interrupts, 115200 8N1 (PC16550D)
+  outb(0x3FB, 0x80);
+  outb(0x3F8, 0x01);
+  outb(0x3F9, 0x00);
+  outb(0x3FB, 0x03);
+  print("nanobench: start\n");
+  if (magic != 0x2BADB002u) {
+    print("nanobench: FAIL: not started by a Multiboot loader\n");
+    debug_exit(0x7f);
+  }
+  setup_cpu();
+  setup_paging();
+  if (calibrate()) {
+    print("nanobench: FAIL: PIT counter 2 never reached zero; cannot calibrate the TSC\n");
+    debug_exit(0x7f);
+  }
+  print("nanobench: tsc %U.%U MHz (PIT counter 2, uncertainty %U ppm)\n", g_tsc_khz / 1000, g_tsc_khz % 1000 / 100,
+        g_calibration_ppm);
+  run("syscall", loop_syscall, 1);
+  run("in", nb_loop_in, 0);
+  run("callret", nb_loop_callret, 0);
+  run("pgfault", nb_loop_pgfault, 0);
+  run("divzero", nb_loop_divzero, 0);
+  run("ptemod", loop_ptemod, 0);
+  print("nanobench: done\n");
+  debug_exit(0);
+}
