@@ -6,12 +6,13 @@
 #   bench/nanobench/run.sh [BUILD_DIR]        (default: build)
 #   bench/nanobench/run.sh --check-qemu BUILD_DIR     ctest smoke tests: every
 #   bench/nanobench/run.sh --check-native BUILD_DIR   row present, exit 77 = skip
+#   bench/nanobench/run.sh --check-bt86 BUILD_DIR
 set -u
 ops=(syscall in callret pgfault divzero ptemod)
 
 mode=table
 case "${1:-}" in
-  --check-qemu | --check-native) mode=$1; shift ;;
+  --check-qemu | --check-native | --check-bt86) mode=$1; shift ;;
 esac
 build=${1:-build}
 elf=$build/bench/nanobench.elf
@@ -56,6 +57,9 @@ case $mode in
     if [ -z "$qemu" ]; then echo "SKIP: qemu-system-i386 not installed"; exit 77; fi
     if run qemu nanobench 1 "${qemu_cmd[@]}"; then cat "$tmp/qemu.out"; echo PASS; exit 0; fi
     cat "$tmp/qemu.out" "$tmp/qemu.err"; echo "FAIL: $(cat "$tmp/qemu.why")"; exit 1 ;;
+  --check-bt86)
+    if run bt86 nanobench 1 "$bt86" "$elf"; then cat "$tmp/bt86.out"; echo PASS; exit 0; fi
+    cat "$tmp/bt86.out" "$tmp/bt86.err"; echo "FAIL: $(cat "$tmp/bt86.why")"; exit 1 ;;
   --check-native)
     if run native native 0 "$native"; then cat "$tmp/native.out"; echo PASS; exit 0; fi
     cat "$tmp/native.out" "$tmp/native.err"; echo "FAIL: $(cat "$tmp/native.why")"; exit 1 ;;
