@@ -11,6 +11,8 @@
 #include <cstring>
 #include <utility>
 
+#include "monitor/multiboot.h"
+
 namespace bt86::monitor {
 namespace {
 
@@ -24,15 +26,7 @@ constexpr size_t kBootFlagOffset = 0x1fe;
 constexpr size_t kHeaderMagicOffset = 0x202;
 constexpr size_t kVersionOffset = 0x206;
 
-// Multiboot v1 specification, 3.1.1: the header is 32-bit aligned and lies
-// completely within the first 8192 bytes of the image.
-constexpr uint32_t kMultibootMagic = 0x1badb002;
-constexpr size_t kMultibootSearch = 8192;
-
 uint16_t le16(std::span<const uint8_t> b, size_t off) { return uint16_t(b[off] | b[off + 1] << 8); }
-uint32_t le32(std::span<const uint8_t> b, size_t off) {
-  return uint32_t(b[off]) | uint32_t(b[off + 1]) << 8 | uint32_t(b[off + 2]) << 16 | uint32_t(b[off + 3]) << 24;
-}
 
 Error not_loadable(const std::string& name, const std::string& why) {
   return make_error(name + ": not a kernel bt86 can load: " + why);
@@ -58,14 +52,13 @@ Result<OpenFile> open_regular(const std::string& path) {
   return f;
 }
 
-bool has_multiboot_header(std::span<const uint8_t> b) {
-  const size_t end = std::min(b.size(), kMultibootSearch);
-  for (size_t off = 0; off + 12 <= end; off += 4) {
-    if (le32(b, off) != kMultibootMagic) continue;
-    const uint32_t flags = le32(b, off + 4), checksum = le32(b, off + 8);
-    if (uint32_t(kMultibootMagic + flags + checksum) == 0) return true;
-  }
-  return false;
+bool has_multiboot_header(std::span<const uint8_t> b) { return find_multiboot_header(b).has_value(); }
+
+// Multiboot spec 3.1.3: with flag 16 the header itself says where to load the
+// image, so the file need not be ELF (a flat binary with the "a.out kludge").
+bool has_aout_kludge_header(std::span<const uint8_t> b) {
+  const auto h = find_multiboot_header(b);
+  return h && (h->flags & mbflag::kAoutKludge);
 }
 
 }  // namespace
@@ -113,8 +106,13 @@ Result<KernelImage> KernelImage::parse(const std::string& name, std::vector<uint
   }
   if (b.size() < 4 || std::memcmp(b.data(), ELFMAG, SELFMAG) != 0) {
     if (b.empty()) return not_loadable(name, "the file is empty");
+    if (has_aout_kludge_header(b)) {
+      img.m_kind = ImageKind::Multiboot;
+      img.m_description = "Multiboot v1 kernel (a.out kludge)";
+      return img;
+    }
     if (has_multiboot_header(b))
-      return not_loadable(name, "Multiboot header found but the file is not ELF (a.out kludge is not supported)");
+      return not_loadable(name, "Multiboot header found but the file is not ELF and the header has no a.out kludge addresses (flag 16)");
     return not_loadable(name, "neither ELF nor a Linux bzImage");
   }
   if (auto s = img.parse_elf(); !s) return s.error();

@@ -1,5 +1,5 @@
 // KernelImage: a guest image read from disk and classified: Linux bzImage,
-// Multiboot v1 ELF kernel, or a plain ELF32 i386 executable (a user program
+// Multiboot v1 kernel (ELF or a.out kludge), or a plain ELF32 i386 executable (a user program
 // for the direct-execution demo). Everything read from the file is checked
 // before use: bad input yields an error, never a crash.
 #pragma once
