@@ -1,0 +1,466 @@
+// ShadowMmu: hidden/true faults, lazy filling with prefetched neighbours,
+// CR3/INVLPG drops, code-page write protection. See shadow_mmu.h.
+#include "mmu/shadow_mmu.h"
+
+#include <cstring>
+
+#include "base/log.h"
+#include "mmu/guest_window.h"
+
+namespace bt86::mmu {
+namespace {
+
+using machine::Access;
+
+constexpr uint32_t kNone = 0xffffffffu;
+constexpr uint32_t kSlotValid = 1u << 0;
+constexpr uint32_t kSlotWritable = 1u << 1;
+constexpr uint32_t kSlotGlobal = 1u << 2;
+constexpr uint32_t kSlotLarge = 1u << 3;
+constexpr uint32_t kPagesPerRegion = 1024;
+
+// CR0/CR4 bits whose change invalidates every translation the shadow holds
+// (SDM vol. 3A, 4.10.4.1: changes to CR0.PG/WP, CR4.PGE/PSE/PAE flush the
+// TLBs including global entries).
+bool paging_mode_changed(const PagingControl& a, const PagingControl& b) {
+  return a.paging() != b.paging() || a.wp() != b.wp() || a.pse() != b.pse() ||
+         a.pge() != b.pge() || ((a.cr4 ^ b.cr4) & machine::cr4::PAE);
+}
+
+}  // namespace
+
+Result<std::unique_ptr<ShadowMmu>> ShadowMmu::create(GuestMemory& memory,
+                                                    const ShadowConfig& config) {
+  if (config.user_base == config.kernel_base)
+    return make_error("the user and kernel guest windows cannot share a base");
+  auto user = GuestWindow::reserve(memory, config.user_base);
+  if (!user) return user.error();
+  auto kernel = GuestWindow::reserve(memory, config.kernel_base);
+  if (!kernel) return kernel.error();
+  return std::make_unique<ShadowMmu>(memory, std::make_unique<GuestWindow>(std::move(*user)),
+                                     std::make_unique<GuestWindow>(std::move(*kernel)), config);
+}
+
+ShadowMmu::ShadowMmu(GuestMemory& memory, std::unique_ptr<PageMapper> user,
+                     std::unique_ptr<PageMapper> kernel, const ShadowConfig& config)
+    : m_memory(&memory), m_config(config), m_linear(memory) {
+  if (m_config.prefault_cluster_pages == 0 || m_config.prefault_cluster_pages > kPagesPerRegion ||
+      (m_config.prefault_cluster_pages & (m_config.prefault_cluster_pages - 1)))
+    m_config.prefault_cluster_pages = 16;
+  m_windows[int(Window::kUser)].mapper = std::move(user);
+  m_windows[int(Window::kKernel)].mapper = std::move(kernel);
+  const size_t ram_pages = memory.size() / kPageSize;
+  m_rmap_head.assign(ram_pages, kNone);
+  m_code.assign(ram_pages, 0);
+  m_rmap_free = kNone;
+  m_linear.set_write_observer(this);
+  m_scratch.reserve(kPagesPerRegion);
+}
+
+ShadowMmu::~ShadowMmu() = default;
+
+// ---------------------------------------------------------------------------
+// The index: slots per window and the reverse map.
+
+std::optional<ShadowPage> ShadowMmu::lookup(Window which, uint32_t lin) const {
+  const uint32_t page = lin >> 12;
+  const auto& region = m_windows[int(which)].regions[page / kPagesPerRegion];
+  if (!region) return std::nullopt;
+  const uint32_t e = region->slots[page % kPagesPerRegion].entry;
+  if (!(e & kSlotValid)) return std::nullopt;
+  return ShadowPage{e & pte::kFrameMask, bool(e & kSlotWritable), bool(e & kSlotGlobal),
+                    bool(e & kSlotLarge)};
+}
+
+void ShadowMmu::record(Window which, uint32_t page, uint32_t pfn, uint32_t flags) {
+  WindowState& w = m_windows[int(which)];
+  auto& region = w.regions[page / kPagesPerRegion];
+  if (!region) region = std::make_unique<Region>();
+  Slot& slot = region->slots[page % kPagesPerRegion];
+  if (slot.entry & kSlotValid) forget(which, page);
+  if (!region) region = std::make_unique<Region>();  // forget() may have freed it
+  Slot& s = region->slots[page % kPagesPerRegion];
+
+  uint32_t node;
+  if (m_rmap_free != kNone) {
+    node = m_rmap_free;
+    m_rmap_free = m_rmap_nodes[node].next;
+  } else {
+    node = uint32_t(m_rmap_nodes.size());
+    m_rmap_nodes.push_back({});
+  }
+  const uint32_t head = m_rmap_head[pfn];
+  m_rmap_nodes[node] = RmapNode{page << 1 | uint32_t(which), kNone, head};
+  if (head != kNone) m_rmap_nodes[head].prev = node;
+  m_rmap_head[pfn] = node;
+
+  s.entry = (pfn << 12) | flags | kSlotValid;
+  s.node = node;
+  ++region->count;
+  ++w.pages;
+}
+
+void ShadowMmu::forget(Window which, uint32_t page) {
+  WindowState& w = m_windows[int(which)];
+  auto& region = w.regions[page / kPagesPerRegion];
+  Slot& slot = region->slots[page % kPagesPerRegion];
+  const uint32_t pfn = slot.entry >> 12;
+  const RmapNode n = m_rmap_nodes[slot.node];
+  if (n.prev != kNone) m_rmap_nodes[n.prev].next = n.next;
+  else m_rmap_head[pfn] = n.next;
+  if (n.next != kNone) m_rmap_nodes[n.next].prev = n.prev;
+  m_rmap_nodes[slot.node].next = m_rmap_free;
+  m_rmap_free = slot.node;
+  slot = Slot{};
+  --w.pages;
+  if (--region->count == 0) region.reset();
+}
+
+template <typename Keep>
+void ShadowMmu::drop_where(Window which, uint32_t first_region, uint32_t end_region, Keep keep) {
+  WindowState& w = m_windows[int(which)];
+  uint32_t run_start = 0, run_len = 0;
+  auto flush = [&] {
+    if (run_len == 0) return;
+    if (auto s = w.mapper->unmap(GuestVirt(run_start << 12), uint64_t(run_len) << 12); !s)
+      log::get("mmu")->error("shadow drop failed: {}", s.error().message);
+    ++m_stats.unmap_calls;
+    m_stats.pages_dropped += run_len;
+    run_len = 0;
+  };
+  for (uint32_t r = first_region; r < end_region; ++r) {
+    for (uint32_t i = 0; i < kPagesPerRegion && w.regions[r]; ++i) {
+      const uint32_t e = w.regions[r]->slots[i].entry;
+      if (!(e & kSlotValid) || keep(e)) continue;
+      const uint32_t page = r * kPagesPerRegion + i;
+      if (run_len != 0 && page != run_start + run_len) flush();
+      if (run_len == 0) run_start = page;
+      ++run_len;
+      forget(which, page);  // frees the region with its last page: the loop stops
+    }
+  }
+  flush();
+}
+
+void ShadowMmu::drop_all_where(bool keep_global) {
+  for (Window which : {Window::kUser, Window::kKernel}) {
+    if (m_windows[int(which)].pages == 0) continue;
+    if (keep_global)
+      drop_where(which, 0, kPagesPerRegion, [](uint32_t e) { return bool(e & kSlotGlobal); });
+    else
+      drop_where(which, 0, kPagesPerRegion, [](uint32_t) { return false; });
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Control registers and TLB-flush instructions.
+
+void ShadowMmu::set_control_registers(uint32_t cr0, uint32_t cr3, uint32_t cr4) {
+  const PagingControl next{cr0, cr3, cr4};
+  const PagingControl prev = m_control;
+  m_control = next;
+  m_linear.set_control(next);
+  if (paging_mode_changed(prev, next)) {
+    ++m_stats.full_flushes;
+    drop_all_where(false);
+  } else if (prev.cr3 != next.cr3 && next.paging()) {
+    ++m_stats.cr3_loads;
+    drop_all_where(true);
+  }
+}
+
+void ShadowMmu::load_cr3(uint32_t cr3) {
+  m_control.cr3 = cr3;
+  m_linear.set_control(m_control);
+  ++m_stats.cr3_loads;
+  // With paging off the shadow is the identity map: CR3 does not matter.
+  if (m_control.paging()) drop_all_where(true);
+}
+
+void ShadowMmu::flush_all() {
+  ++m_stats.full_flushes;
+  drop_all_where(false);
+}
+
+void ShadowMmu::invlpg(uint32_t lin) {
+  ++m_stats.invlpgs;
+  const uint32_t page = lin >> 12;
+  const uint32_t r = page / kPagesPerRegion;
+  for (Window which : {Window::kUser, Window::kKernel}) {
+    auto s = lookup(which, lin);
+    if (!s) continue;
+    if (s->large) {
+      // One TLB entry covered the whole 4 MiB page (SDM 4.10.2.3): drop it all.
+      drop_where(which, r, r + 1, [](uint32_t e) { return !(e & kSlotLarge); });
+    } else {
+      forget(which, page);
+      if (auto st = m_windows[int(which)].mapper->unmap(GuestVirt(page << 12), kPageSize); !st)
+        log::get("mmu")->error("shadow drop failed: {}", st.error().message);
+      ++m_stats.unmap_calls;
+      ++m_stats.pages_dropped;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------
+// Faults.
+
+Prot ShadowMmu::prot_for(Window which, bool user_page, bool writable_page, bool dirty,
+                         uint32_t pfn) const {
+  (void)user_page;  // the caller leaves supervisor pages out of the user window
+  // User writes need R/W; supervisor writes need it only with CR0.WP (SDM 4.6.1).
+  const bool may_write = which == Window::kUser ? writable_page
+                                                : (writable_page || !m_control.wp());
+  // Writable only once dirty: the first write must fault so that D gets set
+  // (SDM 4.8); never writable while the page holds translated code.
+  const bool writable = may_write && dirty && !m_code[pfn];
+  // User code runs from the user window; nothing executes from the kernel
+  // window (translated code lives in the translation cache).
+  const Prot base = which == Window::kUser ? Prot::ReadExec : Prot::Read;
+  return writable ? base | Prot::Write : base;
+}
+
+bool ShadowMmu::same_mapping(Window which, const Candidate& c) const {
+  auto s = lookup(which, c.index << 12);
+  return s && s->phys == (c.pfn << 12) && s->writable == has(c.prot, Prot::Write);
+}
+
+HostFaultOutcome ShadowMmu::install(Window which, std::vector<Candidate>& pages) {
+  // `pages` is sorted by linear page. One call per run that is contiguous in
+  // both linear and physical space with equal protection. A run whose pages
+  // are all already mapped to the same physical pages only changes
+  // protection (mprotect keeps the host's page-table entries).
+  PageMapper& mapper = *m_windows[int(which)].mapper;
+  size_t i = 0;
+  while (i < pages.size()) {
+    size_t j = i + 1;
+    while (j < pages.size() && pages[j].index == pages[j - 1].index + 1 &&
+           pages[j].pfn == pages[j - 1].pfn + 1 && pages[j].prot == pages[i].prot)
+      ++j;
+    bool remap = false;
+    for (size_t k = i; k < j && !remap; ++k) {
+      auto s = lookup(which, pages[k].index << 12);
+      remap = !s || s->phys != (pages[k].pfn << 12);
+    }
+    const GuestVirt va(pages[i].index << 12);
+    const uint64_t len = uint64_t(j - i) << 12;
+    Status st = remap ? mapper.map(va, GuestPhys(pages[i].pfn << 12), len, pages[i].prot)
+                      : mapper.protect(va, len, pages[i].prot);
+    if (!st) {
+      HostFaultOutcome out;
+      out.kind = HostFaultOutcome::Kind::kHostError;
+      out.error = st.error().message;
+      return out;
+    }
+    ++(remap ? m_stats.map_calls : m_stats.protect_calls);
+    m_stats.pages_mapped += j - i;
+    for (size_t k = i; k < j; ++k) {
+      const uint32_t flags = pages[k].flags | (has(pages[k].prot, Prot::Write) ? kSlotWritable : 0);
+      record(which, pages[k].index, pages[k].pfn, flags);
+    }
+    i = j;
+  }
+  return HostFaultOutcome{};
+}
+
+HostFaultOutcome ShadowMmu::handle_host_fault(Window which, uint32_t lin, Access kind) {
+  using Kind = HostFaultOutcome::Kind;
+  const bool user = which == Window::kUser;
+  const bool write = kind == Access::kWrite;
+  HostFaultOutcome out;
+  Translation t = translate(*m_memory, m_control, lin, kind, user);
+  switch (t.status) {
+    case WalkStatus::kPageFault:
+      ++m_stats.true_faults;
+      out.kind = Kind::kGuestFault;
+      out.fault = machine::GuestFault{machine::vec::PF, true, t.error_code, lin};
+      return out;
+    case WalkStatus::kTableNotRam:
+      ++m_stats.not_ram_faults;
+      out.kind = Kind::kTableNotRam;
+      out.phys = t.phys;
+      return out;
+    case WalkStatus::kNotRam:
+      // The access goes to a device: it happens, so A/D are set now.
+      ++m_stats.not_ram_faults;
+      mark_accessed(*m_memory, t, write);
+      out.kind = Kind::kNotRam;
+      out.phys = t.phys;
+      return out;
+    case WalkStatus::kOk:
+      break;
+  }
+  const uint32_t page = lin >> 12;
+  const uint32_t pfn = t.phys >> 12;
+  if (user && m_config.user_base == 0 && page == 0) {
+    // vm.mmap_min_addr: the host cannot map linear page 0 of the user window.
+    out.kind = Kind::kUnmappable;
+    out.phys = t.phys;
+    return out;
+  }
+  if (write && m_code[pfn]) {
+    // Self-modifying code: the translator drops the page's blocks before the
+    // write can happen; the page is writable from now on.
+    ++m_stats.code_write_faults;
+    m_code[pfn] = 0;
+    if (m_on_code_write) m_on_code_write(pfn << 12);
+  }
+  const bool was_dirty = t.dirty;
+  mark_accessed(*m_memory, t, write);
+  if (write) t.dirty = true;
+  if (write && !was_dirty) {
+    if (auto s = lookup(which, lin); s && s->phys == (pfn << 12)) ++m_stats.dirty_upgrades;
+  }
+
+  std::vector<Candidate>& pages = m_scratch;
+  pages.clear();
+  const uint32_t region_first = page & ~(kPagesPerRegion - 1);
+  const uint32_t ram_pages = uint32_t(m_rmap_head.size());
+  const uint32_t first_allowed = (user && m_config.user_base == 0) ? 1 : 0;
+  if (t.large) {
+    // A guest 4 MiB page (or the identity map with paging off): the whole
+    // page in one call, minus what is not RAM.
+    const uint32_t base_pfn = (t.phys >> 12) & ~(kPagesPerRegion - 1);
+    const uint32_t flags = kSlotLarge | (t.global ? kSlotGlobal : 0);
+    for (uint32_t i = 0; i < kPagesPerRegion; ++i) {
+      const uint32_t p = base_pfn + i;
+      const uint32_t index = region_first + i;
+      if (p >= ram_pages || index < first_allowed) continue;
+      Candidate c{index, p, prot_for(which, t.user, t.writable, t.dirty, p), flags};
+      if (index == page || !same_mapping(which, c)) pages.push_back(c);
+    }
+  } else {
+    // A 4 KiB page: look at its whole page table.
+    uint32_t pde;
+    std::memcpy(&pde, m_memory->host(GuestPhys(t.pde_addr), 4), 4);
+    const uint32_t table = pde & pte::kFrameMask;
+    uint32_t* entries = reinterpret_cast<uint32_t*>(m_memory->host(GuestPhys(table), kPageSize));
+    std::array<Candidate, kPagesPerRegion> all;
+    std::array<bool, kPagesPerRegion> ok{};
+    for (uint32_t i = 0; i < kPagesPerRegion; ++i) {
+      uint32_t e;
+      std::memcpy(&e, &entries[i], 4);
+      const uint32_t index = region_first + i;
+      if (!(e & pte::P) || index < first_allowed) continue;
+      const uint32_t rights = pde & e;
+      const bool u = rights & pte::US;
+      if (user && !u) continue;  // the user window never maps supervisor pages
+      const uint32_t p = e >> 12;
+      if (p >= ram_pages) continue;
+      // mark_accessed above already set D in the faulting entry on a write.
+      all[i] = Candidate{index, p, prot_for(which, u, rights & pte::RW, e & pte::D, p),
+                         (e & pte::G) && m_control.pge() ? kSlotGlobal : 0};
+      ok[i] = true;
+    }
+    const uint32_t fi = page - region_first;
+    if (!ok[fi]) {
+      // The walk and the table disagree: cannot happen single-threaded.
+      out.kind = Kind::kHostError;
+      out.error = "shadow MMU: page table changed during a fault";
+      return out;
+    }
+    std::array<bool, kPagesPerRegion> take{};
+    take[fi] = true;
+    // The faulting page's run, as far as it goes: free to extend.
+    auto joins = [&](uint32_t a, uint32_t b) {  // b follows a
+      return ok[a] && ok[b] && all[b].pfn == all[a].pfn + 1 && all[b].prot == all[a].prot &&
+             !same_mapping(which, all[b]);
+    };
+    for (uint32_t i = fi; i + 1 < kPagesPerRegion && joins(i, i + 1); ++i) take[i + 1] = true;
+    for (uint32_t i = fi; i > 0 && ok[i - 1] && all[i].pfn == all[i - 1].pfn + 1 &&
+                          all[i].prot == all[i - 1].prot && !same_mapping(which, all[i - 1]);
+         --i)
+      take[i - 1] = true;
+    // Present neighbours in the prefault cluster.
+    const uint32_t cluster = m_config.prefault_cluster_pages;
+    const uint32_t c0 = fi & ~(cluster - 1);
+    for (uint32_t i = c0; i < c0 + cluster; ++i)
+      if (ok[i] && !take[i] && !same_mapping(which, all[i])) take[i] = true;
+    for (uint32_t i = 0; i < kPagesPerRegion; ++i) {
+      if (!take[i]) continue;
+      // A neighbour is about to be cached like a speculative TLB fill: set
+      // its A bit as the processor would (SDM 4.8, 4.10.2.3).
+      if (i != fi) {
+        uint32_t e;
+        std::memcpy(&e, &entries[i], 4);
+        if (!(e & pte::A)) {
+          e |= pte::A;
+          std::memcpy(&entries[i], &e, 4);
+        }
+      }
+      pages.push_back(all[i]);
+    }
+  }
+
+  // The faulting page must now allow the access, or we would fault forever.
+  for (const Candidate& c : pages) {
+    if (c.index != page) continue;
+    if (write && !has(c.prot, Prot::Write)) {
+      out.kind = Kind::kHostError;
+      out.error = "shadow MMU: a write the guest allows was mapped read-only";
+      return out;
+    }
+    if (kind == Access::kFetch && !has(c.prot, Prot::Exec)) {
+      out.kind = Kind::kHostError;
+      out.error = "shadow MMU: instruction fetch from the kernel window";
+      return out;
+    }
+  }
+  out = install(which, pages);
+  if (out.kind == Kind::kHidden) ++m_stats.hidden_faults;
+  return out;
+}
+
+// ---------------------------------------------------------------------------
+// Code pages.
+
+void ShadowMmu::protect_code_page(uint32_t phys) {
+  const uint32_t pfn = phys >> 12;
+  if (pfn >= m_code.size() || m_code[pfn]) return;
+  m_code[pfn] = 1;
+  ++m_stats.code_pages_protected;
+  uint32_t next;
+  for (uint32_t n = m_rmap_head[pfn]; n != kNone; n = next) {
+    next = m_rmap_nodes[n].next;  // forget() below recycles node n
+    const Window which = Window(m_rmap_nodes[n].key & 1);
+    const uint32_t page = m_rmap_nodes[n].key >> 1;
+    Slot& slot = m_windows[int(which)].regions[page / kPagesPerRegion]->slots[page % kPagesPerRegion];
+    if (!(slot.entry & kSlotWritable)) continue;
+    const Prot prot = which == Window::kUser ? Prot::ReadExec : Prot::Read;
+    if (auto st = m_windows[int(which)].mapper->protect(GuestVirt(page << 12), kPageSize, prot); !st) {
+      // Cannot keep the page read-only: drop it instead (the next access
+      // maps it read-only).
+      log::get("mmu")->warn("write-protecting a code page failed ({}); dropping it",
+                            st.error().message);
+      forget(which, page);
+      (void)m_windows[int(which)].mapper->unmap(GuestVirt(page << 12), kPageSize);
+      ++m_stats.unmap_calls;
+      ++m_stats.pages_dropped;
+      continue;
+    }
+    ++m_stats.protect_calls;
+    slot.entry &= ~kSlotWritable;
+  }
+}
+
+void ShadowMmu::unprotect_code_page(uint32_t phys) {
+  // Mappings stay read-only; the next write takes a hidden fault and maps
+  // the page writable.
+  const uint32_t pfn = phys >> 12;
+  if (pfn < m_code.size()) m_code[pfn] = 0;
+}
+
+bool ShadowMmu::code_page_protected(uint32_t phys) const {
+  const uint32_t pfn = phys >> 12;
+  return pfn < m_code.size() && m_code[pfn];
+}
+
+void ShadowMmu::phys_page_written(uint32_t phys_page) {
+  const uint32_t pfn = phys_page >> 12;
+  if (pfn >= m_code.size() || !m_code[pfn]) return;
+  ++m_stats.code_writes_by_cpu;
+  m_code[pfn] = 0;
+  if (m_on_code_write) m_on_code_write(pfn << 12);
+}
+
+}  // namespace bt86::mmu

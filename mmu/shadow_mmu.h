@@ -1,0 +1,207 @@
+// ShadowMmu: shadow paging with the host page tables of two guest windows as
+// the shadow (DESIGN.md §1, §3; mmu/README.md).
+//
+// - The USER window (host base 0 in bt86) is what guest user code running
+//   directly in compatibility mode sees. It only ever maps pages a CPL-3
+//   access may touch (U/S = 1 at both levels), writable only where a user
+//   write is allowed.
+// - The KERNEL window (a 4 GiB-aligned base, e.g. 1 << 36) is what translated
+//   CPL-0 code sees through its GS base. It maps every present page, writable
+//   by supervisor rules (CR0.WP = 0 lets the supervisor write read-only pages).
+//
+// Both windows are filled lazily from host faults: the run loop hands every
+// host fault inside a window to handle_host_fault(), which walks the guest
+// page tables and either maps the page (a hidden fault: retry the
+// instruction), returns the #PF to inject (a true fault), or reports that the
+// physical address is not RAM (MMIO: emulate the access). Like a TLB, the
+// shadow may lag guest page-table writes until the guest flushes with a CR3
+// load or INVLPG (SDM vol. 3A, 4.10.4), so guest page tables are not
+// write-protected.
+//
+// Not thread-safe, not async-signal-safe: call it from the run loop after the
+// signal handler has returned.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "base/result.h"
+#include "machine/linear_memory.h"
+#include "mmu/guest_memory.h"
+#include "mmu/page_mapper.h"
+#include "mmu/page_walk.h"
+#include "mmu/paged_memory.h"
+
+namespace bt86::mmu {
+
+enum class Window : uint8_t { kUser = 0, kKernel = 1 };
+
+struct ShadowConfig {
+  uintptr_t user_base = 0;                     // 0 in bt86; tests may move it
+  uintptr_t kernel_base = uintptr_t(1) << 36;  // 4 GiB aligned, not overlapping user_base
+  // On a hidden fault on a 4 KiB page, present neighbours in the aligned
+  // cluster of this many pages (power of two, 1..1024) are mapped too, one
+  // mmap per physically contiguous run. The faulting page's own run is
+  // always extended across its whole page table (that costs no extra call).
+  uint32_t prefault_cluster_pages = 16;
+};
+
+struct HostFaultOutcome {
+  enum class Kind : uint8_t {
+    kHidden,       // mapped: retry the instruction
+    kGuestFault,   // inject `fault` (#PF, CR2 = the linear address)
+    kNotRam,       // allowed, but `phys` is not guest RAM: emulate the access (MMIO)
+    kTableNotRam,  // the guest's page-table entry at `phys` is not in RAM: guest error
+    kUnmappable,   // allowed, but the host cannot map it (user page 0 at base 0)
+    kHostError,    // mmap/mprotect failed (`error`): stop bt86 with the message
+  };
+  Kind kind = Kind::kHidden;
+  machine::GuestFault fault;
+  uint32_t phys = 0;
+  std::string error;
+};
+
+struct ShadowStats {
+  uint64_t hidden_faults = 0;
+  uint64_t true_faults = 0;
+  uint64_t not_ram_faults = 0;      // MMIO (and page tables outside RAM)
+  uint64_t dirty_upgrades = 0;      // write faults that only set D and made a page writable
+  uint64_t pages_mapped = 0;        // pages installed by map or protect calls
+  uint64_t map_calls = 0;
+  uint64_t protect_calls = 0;
+  uint64_t pages_dropped = 0;
+  uint64_t unmap_calls = 0;
+  uint64_t cr3_loads = 0;
+  uint64_t full_flushes = 0;        // paging-mode changes (PG, WP, PSE, PGE, PAE)
+  uint64_t invlpgs = 0;
+  uint64_t code_pages_protected = 0;
+  uint64_t code_write_faults = 0;   // host write faults on protected code pages
+  uint64_t code_writes_by_cpu = 0;  // CPU-model writes (PagedMemory) to protected code pages
+};
+
+// What the shadow holds for one linear page of one window.
+struct ShadowPage {
+  uint32_t phys = 0;  // page address
+  bool writable = false;
+  bool global = false;
+  bool large = false;  // part of a guest 4 MiB page (or paging off)
+};
+
+class ShadowMmu final : private PhysWriteObserver {
+ public:
+  // Reserves both windows (GuestWindow) at the configured bases.
+  static Result<std::unique_ptr<ShadowMmu>> create(GuestMemory& memory, const ShadowConfig& config);
+  // Over any PageMapper pair (a stub process, test doubles). The mappers'
+  // linear address 0 is the window's base.
+  ShadowMmu(GuestMemory& memory, std::unique_ptr<PageMapper> user,
+            std::unique_ptr<PageMapper> kernel, const ShadowConfig& config);
+  ~ShadowMmu() override;
+  ShadowMmu(const ShadowMmu&) = delete;
+  ShadowMmu& operator=(const ShadowMmu&) = delete;
+
+  // A host fault at window base + lin; kind from the host #PF error code.
+  // The user window takes CPL-3 rights, the kernel window supervisor rights.
+  HostFaultOutcome handle_host_fault(Window which, uint32_t lin, machine::Access kind);
+
+  // Takes the current CR0/CR3/CR4 (start-up, snapshot restore, CR0/CR4
+  // writes). A change of paging on/off, CR0.WP, CR4.PSE, CR4.PGE or CR4.PAE
+  // drops every shadow mapping; otherwise a different CR3 counts as a CR3
+  // load (non-global mappings dropped).
+  void set_control_registers(uint32_t cr0, uint32_t cr3, uint32_t cr4);
+  // MOV to CR3: drops every non-global mapping of both windows (global ones
+  // stay when CR4.PGE), even when the value did not change (SDM 4.10.4.1).
+  void load_cr3(uint32_t cr3);
+  // INVLPG: drops the page of lin in both windows; the whole 4 MiB page if
+  // that page came from a guest 4 MiB page.
+  void invlpg(uint32_t lin);
+  // Drops everything (both windows).
+  void flush_all();
+
+  // Self-modifying code. A protected physical page is mapped read-only in
+  // every window at every linear address, now and when mapped later. A write
+  // to it that the guest's rights allow (a host write fault, or a CPU-model
+  // write through linear_memory()) unprotects it and calls the callback
+  // first, so the translator drops its blocks. The callback must not
+  // protect the same page again from inside the call.
+  void protect_code_page(uint32_t phys);
+  void unprotect_code_page(uint32_t phys);
+  bool code_page_protected(uint32_t phys) const;
+  void set_code_write_callback(std::function<void(uint32_t phys_page)> callback) {
+    m_on_code_write = std::move(callback);
+  }
+
+  // The guest linear address space for the CPU model (same control registers).
+  machine::LinearMemory& linear_memory() { return m_linear; }
+  const PagingControl& control() const { return m_control; }
+  uintptr_t window_base(Window which) const {
+    return which == Window::kUser ? m_config.user_base : m_config.kernel_base;
+  }
+  const ShadowStats& stats() const { return m_stats; }
+  // Introspection (tests, --stats, debugging).
+  std::optional<ShadowPage> lookup(Window which, uint32_t lin) const;
+  uint64_t mapped_pages(Window which) const { return m_windows[int(which)].pages; }
+
+ private:
+  // One shadow entry per linear page, grouped by 4 MiB region so that drops
+  // only visit regions that hold something.
+  struct Slot {
+    uint32_t entry = 0;  // phys page | kSlot* flags
+    uint32_t node = 0;   // reverse-map node
+  };
+  struct Region {
+    std::array<Slot, 1024> slots{};
+    uint32_t count = 0;
+  };
+  struct WindowState {
+    std::unique_ptr<PageMapper> mapper;
+    std::array<std::unique_ptr<Region>, 1024> regions;
+    uint64_t pages = 0;
+  };
+  // Reverse map: physical page -> every (window, linear page) that maps it,
+  // a doubly linked list per physical page so removal is O(1) even for a
+  // page with thousands of aliases (the guest's zero page).
+  struct RmapNode {
+    uint32_t key;  // linear page number << 1 | window
+    uint32_t prev;
+    uint32_t next;
+  };
+  // A page the current fault wants installed.
+  struct Candidate {
+    uint32_t index;  // linear page number
+    uint32_t pfn;
+    Prot prot;
+    uint32_t flags;  // kSlotGlobal | kSlotLarge
+  };
+
+  Prot prot_for(Window which, bool user_page, bool writable_page, bool dirty, uint32_t pfn) const;
+  HostFaultOutcome install(Window which, std::vector<Candidate>& pages);
+  bool same_mapping(Window which, const Candidate& c) const;
+  void record(Window which, uint32_t page, uint32_t pfn, uint32_t flags);
+  void forget(Window which, uint32_t page);
+  // Drops every mapping of the given windows' regions for which keep(entry)
+  // is false; contiguous linear pages go in one unmap call.
+  template <typename Keep>
+  void drop_where(Window which, uint32_t first_region, uint32_t end_region, Keep keep);
+  void drop_all_where(bool keep_global);
+  void phys_page_written(uint32_t phys_page) override;
+
+  GuestMemory* m_memory;
+  ShadowConfig m_config;
+  PagingControl m_control;
+  std::array<WindowState, 2> m_windows;
+  std::vector<uint32_t> m_rmap_head;  // per physical page; kNone if unmapped
+  std::vector<RmapNode> m_rmap_nodes;
+  uint32_t m_rmap_free = 0;           // free-list head (kNone if empty)
+  std::vector<uint8_t> m_code;        // per physical page: 1 = protected code page
+  std::function<void(uint32_t)> m_on_code_write;
+  PagedMemory m_linear;
+  ShadowStats m_stats;
+  std::vector<Candidate> m_scratch;
+};
+
+}  // namespace bt86::mmu

@@ -1,0 +1,423 @@
+// The shadow MMU over real guest windows: after handle_host_fault the host
+// window really maps the right guest page (checked through the window), the
+// user window never maps a supervisor page, pages stay read-only until dirty,
+// CR3 loads keep global pages, INVLPG, 4 MiB pages in one call, code-page
+// protection with its callback. Whether a host address is mapped is probed
+// with process_vm_readv/writev on ourselves (EFAULT, no signal).
+#include <gtest/gtest.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "mmu/guest_memory.h"
+#include "mmu/shadow_mmu.h"
+#include "tests/mmu/page_tables.h"
+
+namespace bt86::mmu {
+namespace {
+
+using machine::Access;
+namespace pf = machine::pf;
+using Kind = HostFaultOutcome::Kind;
+using testing::PageTables;
+
+constexpr uint32_t kPgPe = machine::cr0::PG | machine::cr0::PE;
+constexpr uint32_t kUserRw = pte::P | pte::RW | pte::US;
+
+// Reads one byte at p without touching it directly; false if not readable.
+bool readable(uintptr_t p, uint8_t* out = nullptr) {
+  uint8_t byte;
+  iovec local{&byte, 1};
+  iovec remote{reinterpret_cast<void*>(p), 1};
+  if (process_vm_readv(getpid(), &local, 1, &remote, 1, 0) != 1) return false;
+  if (out) *out = byte;
+  return true;
+}
+// Writes the byte back; false if the host mapping is not writable.
+bool writable(uintptr_t p) {
+  uint8_t byte;
+  if (!readable(p, &byte)) return false;
+  iovec local{&byte, 1};
+  iovec remote{reinterpret_cast<void*>(p), 1};
+  return process_vm_writev(getpid(), &local, 1, &remote, 1, 0) == 1;
+}
+
+class ShadowMmuTest : public ::testing::Test {
+ protected:
+  void SetUp() override { make(16); }
+  void make(uint32_t cluster) {
+    shadow.reset();
+    mem.reset();
+    auto m = GuestMemory::create(16);
+    ASSERT_TRUE(m.ok());
+    mem.emplace(std::move(*m));
+    pt.emplace(*mem, 0x10000, 0x20000);
+    ShadowConfig config;
+    config.user_base = 0;
+    config.kernel_base = uintptr_t(1) << 36;
+    config.prefault_cluster_pages = cluster;
+    auto s = ShadowMmu::create(*mem, config);
+    ASSERT_TRUE(s.ok()) << s.error().message;
+    shadow = std::move(*s);
+    shadow->set_control_registers(kPgPe | machine::cr0::WP, pt->cr3(), machine::cr4::PSE | machine::cr4::PGE);
+  }
+  uintptr_t user(uint32_t lin) const { return shadow->window_base(Window::kUser) + lin; }
+  uintptr_t kernel(uint32_t lin) const { return shadow->window_base(Window::kKernel) + lin; }
+  void fill(uint32_t phys, uint8_t value) { std::memset(mem->host(GuestPhys(phys), kPageSize), value, kPageSize); }
+
+  std::unique_ptr<ShadowMmu> shadow;  // destroyed before mem
+  std::optional<GuestMemory> mem;
+  std::optional<PageTables> pt;
+};
+
+TEST_F(ShadowMmuTest, HiddenFaultMapsTheGuestPageReadOnlyUntilDirty) {
+  const uint32_t lin = 0x08048000;
+  pt->map(lin, 0x200000, kUserRw);
+  fill(0x200000, 0x42);
+  EXPECT_FALSE(readable(user(lin)));
+
+  auto out = shadow->handle_host_fault(Window::kUser, lin + 0x10, Access::kRead);
+  ASSERT_EQ(out.kind, Kind::kHidden) << out.error;
+  uint8_t b = 0;
+  ASSERT_TRUE(readable(user(lin + 0x123), &b));
+  EXPECT_EQ(b, 0x42);
+  EXPECT_FALSE(writable(user(lin)));  // D = 0: the first write must fault
+  EXPECT_EQ(pt->pte(lin) & (pte::A | pte::D), pte::A);
+  EXPECT_TRUE(pt->pde(lin) & pte::A);
+  EXPECT_FALSE(readable(kernel(lin)));  // each window fills on its own faults
+
+  out = shadow->handle_host_fault(Window::kUser, lin + 0x10, Access::kWrite);
+  ASSERT_EQ(out.kind, Kind::kHidden) << out.error;
+  EXPECT_TRUE(pt->pte(lin) & pte::D);
+  EXPECT_TRUE(writable(user(lin)));
+  *reinterpret_cast<volatile uint8_t*>(user(lin + 5)) = 0x99;  // really through the window
+  EXPECT_EQ(*mem->host(GuestPhys(0x200005)), 0x99);
+  EXPECT_EQ(shadow->stats().hidden_faults, 2u);
+  EXPECT_EQ(shadow->stats().dirty_upgrades, 1u);
+  auto page = shadow->lookup(Window::kUser, lin);
+  ASSERT_TRUE(page);
+  EXPECT_EQ(page->phys, 0x200000u);
+  EXPECT_TRUE(page->writable);
+
+  // Already dirty: mapped writable on the first fault.
+  pt->map(lin + 0x100000, 0x300000, kUserRw | pte::D);
+  ASSERT_EQ(shadow->handle_host_fault(Window::kUser, lin + 0x100000, Access::kRead).kind, Kind::kHidden);
+  EXPECT_TRUE(writable(user(lin + 0x100000)));
+}
+
+TEST_F(ShadowMmuTest, UserWindowNeverMapsSupervisorPages) {
+  // One page table: user and supervisor pages side by side.
+  const uint32_t base = 0x40000000;
+  for (uint32_t i = 0; i < 8; ++i)
+    pt->map(base + i * kPageSize, 0x400000 + i * kPageSize,
+            pte::P | pte::RW | pte::D | ((i % 2) ? 0 : pte::US));
+  // Supervisor page from the user window: a true fault, nothing mapped.
+  auto out = shadow->handle_host_fault(Window::kUser, base + kPageSize + 8, Access::kRead);
+  ASSERT_EQ(out.kind, Kind::kGuestFault);
+  EXPECT_EQ(out.fault.vector, machine::vec::PF);
+  EXPECT_EQ(out.fault.error, pf::P | pf::U);
+  EXPECT_EQ(out.fault.cr2, base + kPageSize + 8);
+  EXPECT_FALSE(readable(user(base + kPageSize)));
+  // The kernel window maps it.
+  ASSERT_EQ(shadow->handle_host_fault(Window::kKernel, base + kPageSize, Access::kWrite).kind, Kind::kHidden);
+  EXPECT_TRUE(writable(kernel(base + kPageSize)));
+  // A user fault on a user page prefaults only the user neighbours.
+  ASSERT_EQ(shadow->handle_host_fault(Window::kUser, base, Access::kRead).kind, Kind::kHidden);
+  for (uint32_t i = 0; i < 8; ++i) {
+    EXPECT_EQ(readable(user(base + i * kPageSize)), i % 2 == 0) << i;
+    EXPECT_EQ(writable(user(base + i * kPageSize)), i % 2 == 0) << i;
+  }
+  // ...and the supervisor PDE bit hides a whole table from the user window.
+  pt->map(0x50000000, 0x500000, kUserRw, pte::P | pte::RW);
+  out = shadow->handle_host_fault(Window::kUser, 0x50000000, Access::kWrite);
+  ASSERT_EQ(out.kind, Kind::kGuestFault);
+  EXPECT_EQ(out.fault.error, pf::P | pf::W | pf::U);
+  EXPECT_EQ(shadow->stats().true_faults, 2u);
+}
+
+TEST_F(ShadowMmuTest, ReadOnlyPagesAndCr0Wp) {
+  const uint32_t lin = 0x00c00000;
+  pt->map(lin, 0x600000, pte::P | pte::US | pte::D);  // read-only user page
+  // User write: true fault.
+  auto out = shadow->handle_host_fault(Window::kUser, lin, Access::kWrite);
+  ASSERT_EQ(out.kind, Kind::kGuestFault);
+  EXPECT_EQ(out.fault.error, pf::P | pf::W | pf::U);
+  // Supervisor write with WP=1: true fault without U.
+  out = shadow->handle_host_fault(Window::kKernel, lin, Access::kWrite);
+  ASSERT_EQ(out.kind, Kind::kGuestFault);
+  EXPECT_EQ(out.fault.error, pf::P | pf::W);
+  ASSERT_EQ(shadow->handle_host_fault(Window::kKernel, lin, Access::kRead).kind, Kind::kHidden);
+  EXPECT_FALSE(writable(kernel(lin)));
+  // Clearing WP drops everything; then the supervisor may write the page.
+  shadow->set_control_registers(kPgPe, pt->cr3(), machine::cr4::PSE | machine::cr4::PGE);
+  EXPECT_FALSE(readable(kernel(lin)));
+  EXPECT_EQ(shadow->mapped_pages(Window::kKernel), 0u);
+  ASSERT_EQ(shadow->handle_host_fault(Window::kKernel, lin, Access::kWrite).kind, Kind::kHidden);
+  EXPECT_TRUE(writable(kernel(lin)));
+  // ...but the user window still never may.
+  ASSERT_EQ(shadow->handle_host_fault(Window::kUser, lin, Access::kRead).kind, Kind::kHidden);
+  EXPECT_TRUE(readable(user(lin)));
+  EXPECT_FALSE(writable(user(lin)));
+  EXPECT_EQ(shadow->stats().full_flushes, 2u);  // the first set_control_registers and this one
+}
+
+TEST_F(ShadowMmuTest, NeighboursOneCallPerContiguousRun) {
+  // 64 physically contiguous pages: one mmap for the whole run, although the
+  // prefault cluster is 16 pages.
+  for (uint32_t i = 0; i < 64; ++i)
+    pt->map(0x10000000 + i * kPageSize, 0x800000 + i * kPageSize, kUserRw);
+  const auto before = shadow->stats();
+  ASSERT_EQ(shadow->handle_host_fault(Window::kUser, 0x10000000 + 20 * kPageSize, Access::kRead).kind,
+            Kind::kHidden);
+  EXPECT_EQ(shadow->stats().map_calls - before.map_calls, 1u);
+  EXPECT_EQ(shadow->stats().pages_mapped - before.pages_mapped, 64u);
+  EXPECT_EQ(shadow->mapped_pages(Window::kUser), 64u);
+  uint8_t b;
+  fill(0x800000 + 63 * kPageSize, 0x63);
+  ASSERT_TRUE(readable(user(0x10000000 + 63 * kPageSize), &b));
+  EXPECT_EQ(b, 0x63);
+  // Neighbours got A set (a speculative TLB fill); D untouched.
+  EXPECT_EQ(pt->pte(0x10000000 + 63 * kPageSize) & (pte::A | pte::D), pte::A);
+
+  // Scattered physical pages: one call per page, only inside the cluster.
+  for (uint32_t i = 0; i < 64; ++i)
+    pt->map(0x20000000 + i * kPageSize, 0xa00000 + ((i * 7) % 64) * 2 * kPageSize, kUserRw);
+  const auto mid = shadow->stats();
+  ASSERT_EQ(shadow->handle_host_fault(Window::kUser, 0x20000000 + 35 * kPageSize, Access::kRead).kind,
+            Kind::kHidden);
+  EXPECT_EQ(shadow->stats().map_calls - mid.map_calls, 16u);
+  for (uint32_t i = 0; i < 64; ++i) {
+    EXPECT_EQ(readable(user(0x20000000 + i * kPageSize)), i >= 32 && i < 48) << i;
+    EXPECT_EQ(bool(pt->pte(0x20000000 + i * kPageSize) & pte::A), i >= 32 && i < 48) << i;
+  }
+  // Content check through an alias of a scattered page.
+  fill(0xa00000 + ((40 * 7) % 64) * 2 * kPageSize, 0x40);
+  ASSERT_TRUE(readable(user(0x20000000 + 40 * kPageSize), &b));
+  EXPECT_EQ(b, 0x40);
+  // A second fault in the same cluster maps only what is missing.
+  const auto late = shadow->stats();
+  shadow->invlpg(0x20000000 + 33 * kPageSize);
+  ASSERT_EQ(shadow->handle_host_fault(Window::kUser, 0x20000000 + 33 * kPageSize, Access::kRead).kind,
+            Kind::kHidden);
+  EXPECT_EQ(shadow->stats().map_calls - late.map_calls, 1u);
+}
+
+TEST_F(ShadowMmuTest, LargePagesAreOneCallAndOneTlbEntry) {
+  const uint32_t lin = 0xc0000000;
+  pt->map_large(lin, 0x400000, pte::P | pte::RW | pte::G);
+  fill(0x400000 + 0x3ff000, 0x77);
+  const auto before = shadow->stats();
+  ASSERT_EQ(shadow->handle_host_fault(Window::kKernel, lin + 0x1234, Access::kRead).kind, Kind::kHidden);
+  EXPECT_EQ(shadow->stats().map_calls - before.map_calls, 1u);
+  EXPECT_EQ(shadow->mapped_pages(Window::kKernel), 1024u);
+  uint8_t b;
+  ASSERT_TRUE(readable(kernel(lin + 0x3ff800), &b));
+  EXPECT_EQ(b, 0x77);
+  EXPECT_FALSE(writable(kernel(lin)));
+  EXPECT_EQ(pt->pde(lin) & (pte::A | pte::D), pte::A);
+  // The first write sets D in the PDE and upgrades all 4 MiB with one mprotect.
+  ASSERT_EQ(shadow->handle_host_fault(Window::kKernel, lin + 0x200000, Access::kWrite).kind, Kind::kHidden);
+  EXPECT_EQ(shadow->stats().map_calls - before.map_calls, 1u);
+  EXPECT_EQ(shadow->stats().protect_calls - before.protect_calls, 1u);
+  EXPECT_TRUE(pt->pde(lin) & pte::D);
+  EXPECT_TRUE(writable(kernel(lin)) && writable(kernel(lin + 0x3ff000)));
+  // Global: survives a CR3 load.
+  shadow->load_cr3(pt->cr3());
+  EXPECT_TRUE(readable(kernel(lin + 0x5000)));
+  // INVLPG of any address in it drops the whole 4 MiB page.
+  shadow->invlpg(lin + 0x2ff000);
+  EXPECT_EQ(shadow->mapped_pages(Window::kKernel), 0u);
+  EXPECT_FALSE(readable(kernel(lin)));
+  EXPECT_FALSE(readable(kernel(lin + 0x3ff000)));
+  // A 4 MiB page that runs past the end of RAM maps only the RAM part.
+  pt->map_large(0xd0000000, 0xc00000 + 0x400000, pte::P | pte::RW);  // 16..20 MiB: no RAM
+  auto out = shadow->handle_host_fault(Window::kKernel, 0xd0000010, Access::kRead);
+  ASSERT_EQ(out.kind, Kind::kNotRam);
+  EXPECT_EQ(out.phys, 0x1000010u);
+}
+
+TEST_F(ShadowMmuTest, Cr3LoadKeepsGlobalPagesAndDropsTheRest) {
+  pt->map(0xc0100000, 0x100000, pte::P | pte::RW | pte::D | pte::G);
+  pt->map(0xc0200000, 0x101000, pte::P | pte::RW | pte::D);
+  pt->map(0x08000000, 0x102000, kUserRw | pte::D | pte::G);
+  pt->map(0x08400000, 0x103000, kUserRw | pte::D);
+  for (uint32_t lin : {0xc0100000u, 0xc0200000u, 0x08000000u, 0x08400000u})
+    ASSERT_EQ(shadow->handle_host_fault(Window::kKernel, lin, Access::kRead).kind, Kind::kHidden);
+  for (uint32_t lin : {0x08000000u, 0x08400000u})
+    ASSERT_EQ(shadow->handle_host_fault(Window::kUser, lin, Access::kRead).kind, Kind::kHidden);
+  const auto before = shadow->stats();
+  shadow->load_cr3(pt->cr3());  // same value: still a flush (SDM 4.10.4.1)
+  EXPECT_EQ(shadow->stats().cr3_loads - before.cr3_loads, 1u);
+  EXPECT_TRUE(readable(kernel(0xc0100000)));
+  EXPECT_FALSE(readable(kernel(0xc0200000)));
+  EXPECT_TRUE(readable(kernel(0x08000000)));
+  EXPECT_FALSE(readable(kernel(0x08400000)));
+  EXPECT_TRUE(readable(user(0x08000000)));
+  EXPECT_FALSE(readable(user(0x08400000)));
+  EXPECT_EQ(shadow->stats().pages_dropped - before.pages_dropped, 3u);
+  EXPECT_EQ(shadow->mapped_pages(Window::kKernel) + shadow->mapped_pages(Window::kUser), 3u);
+
+  // Without PGE nothing is global: set_control_registers with PGE cleared
+  // drops everything, and later mappings do not survive CR3 loads.
+  shadow->set_control_registers(kPgPe | machine::cr0::WP, pt->cr3(), machine::cr4::PSE);
+  EXPECT_EQ(shadow->mapped_pages(Window::kKernel) + shadow->mapped_pages(Window::kUser), 0u);
+  ASSERT_EQ(shadow->handle_host_fault(Window::kKernel, 0xc0100000, Access::kRead).kind, Kind::kHidden);
+  EXPECT_FALSE(shadow->lookup(Window::kKernel, 0xc0100000)->global);
+  // A different CR3 through set_control_registers is a CR3 load.
+  PageTables other(*mem, 0x90000, 0x91000);
+  shadow->set_control_registers(kPgPe | machine::cr0::WP, other.cr3(), machine::cr4::PSE);
+  EXPECT_FALSE(readable(kernel(0xc0100000)));
+  EXPECT_EQ(shadow->handle_host_fault(Window::kKernel, 0xc0100000, Access::kRead).kind, Kind::kGuestFault);
+}
+
+TEST_F(ShadowMmuTest, InvlpgDropsThePageInBothWindows) {
+  pt->map(0x08001000, 0x100000, kUserRw | pte::D);
+  pt->map(0x08002000, 0x101000, kUserRw | pte::D);
+  for (Window w : {Window::kUser, Window::kKernel})
+    ASSERT_EQ(shadow->handle_host_fault(w, 0x08001000, Access::kRead).kind, Kind::kHidden);
+  ASSERT_TRUE(readable(user(0x08002000)));  // prefaulted neighbour
+  shadow->invlpg(0x08001abc);
+  EXPECT_FALSE(readable(user(0x08001000)));
+  EXPECT_FALSE(readable(kernel(0x08001000)));
+  EXPECT_TRUE(readable(user(0x08002000)));
+  EXPECT_TRUE(readable(kernel(0x08002000)));
+  EXPECT_EQ(shadow->stats().invlpgs, 1u);
+  // The guest remaps the page and flushes: the new page shows.
+  pt->set_pte(0x08001000, 0x105000 | kUserRw | pte::D);
+  fill(0x105000, 0x15);
+  shadow->invlpg(0x08001000);
+  ASSERT_EQ(shadow->handle_host_fault(Window::kUser, 0x08001000, Access::kRead).kind, Kind::kHidden);
+  uint8_t b;
+  ASSERT_TRUE(readable(user(0x08001000), &b));
+  EXPECT_EQ(b, 0x15);
+}
+
+TEST_F(ShadowMmuTest, CodePagesStayReadOnlyAndWritesCallBack) {
+  // One physical page at two user addresses and in the kernel window.
+  pt->map(0x08001000, 0x300000, kUserRw | pte::D);
+  pt->map(0x08801000, 0x300000, kUserRw | pte::D);
+  for (uint32_t lin : {0x08001000u, 0x08801000u})
+    for (Window w : {Window::kUser, Window::kKernel})
+      ASSERT_EQ(shadow->handle_host_fault(w, lin, Access::kWrite).kind, Kind::kHidden);
+  ASSERT_TRUE(writable(user(0x08001000)) && writable(kernel(0x08801000)));
+  std::vector<uint32_t> calls;
+  shadow->set_code_write_callback([&](uint32_t phys) { calls.push_back(phys); });
+
+  shadow->protect_code_page(0x300abc);
+  EXPECT_TRUE(shadow->code_page_protected(0x300000));
+  for (uint32_t lin : {0x08001000u, 0x08801000u}) {
+    EXPECT_TRUE(readable(user(lin)) && readable(kernel(lin)));
+    EXPECT_FALSE(writable(user(lin)));
+    EXPECT_FALSE(writable(kernel(lin)));
+  }
+  // Mapped later at a third address: read-only too.
+  pt->map(0x09001000, 0x300000, kUserRw | pte::D);
+  ASSERT_EQ(shadow->handle_host_fault(Window::kUser, 0x09001000, Access::kRead).kind, Kind::kHidden);
+  EXPECT_FALSE(writable(user(0x09001000)));
+  EXPECT_TRUE(calls.empty());
+
+  // A write the guest allows: callback, unprotect, hidden fault, writable.
+  ASSERT_EQ(shadow->handle_host_fault(Window::kKernel, 0x08801004, Access::kWrite).kind, Kind::kHidden);
+  EXPECT_EQ(calls, (std::vector<uint32_t>{0x300000}));
+  EXPECT_FALSE(shadow->code_page_protected(0x300000));
+  EXPECT_TRUE(writable(kernel(0x08801000)));
+  EXPECT_EQ(shadow->stats().code_write_faults, 1u);
+  // A write the guest does not allow is a true fault and no callback.
+  pt->map(0x0a001000, 0x301000, pte::P | pte::US | pte::D);
+  shadow->protect_code_page(0x301000);
+  auto out = shadow->handle_host_fault(Window::kUser, 0x0a001000, Access::kWrite);
+  EXPECT_EQ(out.kind, Kind::kGuestFault);
+  EXPECT_EQ(calls.size(), 1u);
+  EXPECT_TRUE(shadow->code_page_protected(0x301000));
+
+  // The CPU model writing through linear_memory() also triggers it.
+  shadow->protect_code_page(0x300000);
+  EXPECT_FALSE(writable(user(0x08001000)));
+  const uint8_t nop = 0x90;
+  ASSERT_FALSE(shadow->linear_memory().write(0x08001010, {&nop, 1}, false));
+  EXPECT_EQ(calls, (std::vector<uint32_t>{0x300000, 0x300000}));
+  EXPECT_EQ(shadow->stats().code_writes_by_cpu, 1u);
+  EXPECT_EQ(*mem->host(GuestPhys(0x300010)), 0x90);
+  // Unprotected now: the next write fault simply maps it writable.
+  ASSERT_EQ(shadow->handle_host_fault(Window::kUser, 0x08001000, Access::kWrite).kind, Kind::kHidden);
+  EXPECT_TRUE(writable(user(0x08001000)));
+  EXPECT_EQ(calls.size(), 2u);
+}
+
+TEST_F(ShadowMmuTest, CodePageInsideALargePage) {
+  pt->map_large(0xc0000000, 0x400000, pte::P | pte::RW | pte::D);
+  shadow->protect_code_page(0x405000);
+  const auto before = shadow->stats();
+  ASSERT_EQ(shadow->handle_host_fault(Window::kKernel, 0xc0000000, Access::kWrite).kind, Kind::kHidden);
+  EXPECT_EQ(shadow->stats().map_calls - before.map_calls, 3u);  // before, the code page, after
+  EXPECT_TRUE(writable(kernel(0xc0004000)));
+  EXPECT_FALSE(writable(kernel(0xc0005000)));
+  EXPECT_TRUE(readable(kernel(0xc0005000)));
+  EXPECT_TRUE(writable(kernel(0xc0006000)));
+}
+
+TEST_F(ShadowMmuTest, MmioBadTablesAndPageZero) {
+  pt->map(0x00400000, 0xfee00000, pte::P | pte::RW);
+  auto out = shadow->handle_host_fault(Window::kKernel, 0x00400030, Access::kWrite);
+  ASSERT_EQ(out.kind, Kind::kNotRam);
+  EXPECT_EQ(out.phys, 0xfee00030u);
+  EXPECT_TRUE(pt->pte(0x00400000) & pte::D);
+  EXPECT_FALSE(readable(kernel(0x00400000)));
+  pt->set_pde(0x00800000, 0xfff00000 | pte::P | pte::RW);
+  out = shadow->handle_host_fault(Window::kKernel, 0x00800000, Access::kRead);
+  ASSERT_EQ(out.kind, Kind::kTableNotRam);
+  EXPECT_EQ(out.phys, 0xfff00000u);
+  // Linear page 0 of the user window cannot exist on the host.
+  pt->map(0x00000000, 0x100000, kUserRw);
+  pt->map(0x00001000, 0x101000, kUserRw);
+  out = shadow->handle_host_fault(Window::kUser, 0x10, Access::kRead);
+  EXPECT_EQ(out.kind, Kind::kUnmappable);
+  // ...but its neighbour is fine, and the kernel window can map page 0.
+  ASSERT_EQ(shadow->handle_host_fault(Window::kUser, 0x1000, Access::kRead).kind, Kind::kHidden);
+  EXPECT_FALSE(shadow->lookup(Window::kUser, 0));
+  ASSERT_EQ(shadow->handle_host_fault(Window::kKernel, 0x10, Access::kRead).kind, Kind::kHidden);
+  EXPECT_TRUE(readable(kernel(0)));
+}
+
+TEST_F(ShadowMmuTest, PagingOffIsAnIdentityMapIn4MiBChunks) {
+  shadow->set_control_registers(machine::cr0::PE, 0, 0);
+  fill(0x123000, 0x12);
+  const auto before = shadow->stats();
+  ASSERT_EQ(shadow->handle_host_fault(Window::kKernel, 0x123456, Access::kWrite).kind, Kind::kHidden);
+  EXPECT_EQ(shadow->stats().map_calls - before.map_calls, 1u);
+  uint8_t b;
+  ASSERT_TRUE(readable(kernel(0x123000), &b));
+  EXPECT_EQ(b, 0x12);
+  EXPECT_TRUE(writable(kernel(0x3ff000)));
+  EXPECT_FALSE(readable(kernel(0x400000)));
+  // CR3 writes do not matter with paging off; enabling paging drops all.
+  shadow->load_cr3(pt->cr3());
+  EXPECT_TRUE(readable(kernel(0x123000)));
+  shadow->set_control_registers(kPgPe, pt->cr3(), 0);
+  EXPECT_FALSE(readable(kernel(0x123000)));
+  EXPECT_EQ(shadow->stats().pages_dropped - before.pages_dropped, 1024u);
+  // Past the end of RAM: MMIO.
+  shadow->set_control_registers(machine::cr0::PE, 0, 0);
+  auto out = shadow->handle_host_fault(Window::kKernel, 0xfec00000, Access::kRead);
+  EXPECT_EQ(out.kind, Kind::kNotRam);
+}
+
+TEST_F(ShadowMmuTest, DropsCoalesceIntoFewUnmapCalls) {
+  make(1024);  // prefault the whole page table
+  for (uint32_t i = 0; i < 1024; ++i)
+    pt->map(0x30000000 + i * kPageSize, 0x100000 + ((i * 37) % 1024) * kPageSize, kUserRw | pte::D);
+  ASSERT_EQ(shadow->handle_host_fault(Window::kUser, 0x30000000, Access::kRead).kind, Kind::kHidden);
+  EXPECT_EQ(shadow->mapped_pages(Window::kUser), 1024u);
+  const auto before = shadow->stats();
+  shadow->load_cr3(pt->cr3());
+  EXPECT_EQ(shadow->stats().unmap_calls - before.unmap_calls, 1u);
+  EXPECT_EQ(shadow->stats().pages_dropped - before.pages_dropped, 1024u);
+  EXPECT_FALSE(readable(user(0x30000000 + 500 * kPageSize)));
+  EXPECT_EQ(shadow->mapped_pages(Window::kUser), 0u);
+}
+
+}  // namespace
+}  // namespace bt86::mmu
