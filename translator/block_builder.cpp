@@ -15,46 +15,54 @@ bool is_high_byte(ZydisRegister r) {
   return r == ZYDIS_REGISTER_AH || r == ZYDIS_REGISTER_CH || r == ZYDIS_REGISTER_DH || r == ZYDIS_REGISTER_BH;
 }
 
-// Sensitive or 64-bit-invalid instructions that are not caught by category or
-// the privileged attribute (Robin & Irvine's unprivileged sensitive ones among
-// them). They all end the block and go to the caller.
-bool denied_mnemonic(ZydisMnemonic m) {
+// Sensitive or privileged instructions that the category or the privileged
+// attribute do not catch (Robin & Irvine's unprivileged sensitive ones among
+// them, README.md): callouts when a handler is set, block stops otherwise.
+bool callout_mnemonic(ZydisMnemonic m) {
   switch (m) {
     case ZYDIS_MNEMONIC_CPUID: case ZYDIS_MNEMONIC_RDTSC: case ZYDIS_MNEMONIC_RDTSCP:
     case ZYDIS_MNEMONIC_RDPMC: case ZYDIS_MNEMONIC_SGDT: case ZYDIS_MNEMONIC_SIDT:
     case ZYDIS_MNEMONIC_SLDT: case ZYDIS_MNEMONIC_STR: case ZYDIS_MNEMONIC_SMSW:
     case ZYDIS_MNEMONIC_LAR: case ZYDIS_MNEMONIC_LSL: case ZYDIS_MNEMONIC_VERR:
-    case ZYDIS_MNEMONIC_VERW: case ZYDIS_MNEMONIC_CLI: case ZYDIS_MNEMONIC_STI:
-    case ZYDIS_MNEMONIC_HLT: case ZYDIS_MNEMONIC_PUSHA: case ZYDIS_MNEMONIC_PUSHAD:
-    case ZYDIS_MNEMONIC_POPA: case ZYDIS_MNEMONIC_POPAD: case ZYDIS_MNEMONIC_ENTER:
-    case ZYDIS_MNEMONIC_LEAVE: case ZYDIS_MNEMONIC_BOUND: case ZYDIS_MNEMONIC_ARPL:
-    case ZYDIS_MNEMONIC_INTO: case ZYDIS_MNEMONIC_INT: case ZYDIS_MNEMONIC_INT1:
-    case ZYDIS_MNEMONIC_INT3: case ZYDIS_MNEMONIC_IRET: case ZYDIS_MNEMONIC_IRETD:
-    case ZYDIS_MNEMONIC_LDS: case ZYDIS_MNEMONIC_LES: case ZYDIS_MNEMONIC_LFS:
-    case ZYDIS_MNEMONIC_LGS: case ZYDIS_MNEMONIC_LSS: case ZYDIS_MNEMONIC_SALC:
-    case ZYDIS_MNEMONIC_DAA: case ZYDIS_MNEMONIC_DAS: case ZYDIS_MNEMONIC_AAA:
-    case ZYDIS_MNEMONIC_AAS: case ZYDIS_MNEMONIC_AAM: case ZYDIS_MNEMONIC_AAD:
+    case ZYDIS_MNEMONIC_VERW: case ZYDIS_MNEMONIC_HLT: case ZYDIS_MNEMONIC_INT:
+    case ZYDIS_MNEMONIC_INT1: case ZYDIS_MNEMONIC_INT3: case ZYDIS_MNEMONIC_IRET:
+    case ZYDIS_MNEMONIC_IRETD: case ZYDIS_MNEMONIC_LDS: case ZYDIS_MNEMONIC_LES:
+    case ZYDIS_MNEMONIC_LFS: case ZYDIS_MNEMONIC_LGS: case ZYDIS_MNEMONIC_LSS:
     case ZYDIS_MNEMONIC_UD0: case ZYDIS_MNEMONIC_UD1: case ZYDIS_MNEMONIC_UD2:
     case ZYDIS_MNEMONIC_SYSENTER: case ZYDIS_MNEMONIC_SYSEXIT: case ZYDIS_MNEMONIC_SYSCALL:
     case ZYDIS_MNEMONIC_SYSRET: case ZYDIS_MNEMONIC_IN: case ZYDIS_MNEMONIC_OUT:
     case ZYDIS_MNEMONIC_INSB: case ZYDIS_MNEMONIC_INSW: case ZYDIS_MNEMONIC_INSD:
     case ZYDIS_MNEMONIC_OUTSB: case ZYDIS_MNEMONIC_OUTSW: case ZYDIS_MNEMONIC_OUTSD:
     case ZYDIS_MNEMONIC_MONITOR: case ZYDIS_MNEMONIC_MWAIT: case ZYDIS_MNEMONIC_XGETBV:
-    case ZYDIS_MNEMONIC_RDPID: case ZYDIS_MNEMONIC_PUSHF: case ZYDIS_MNEMONIC_POPF:
-    case ZYDIS_MNEMONIC_LOOP: case ZYDIS_MNEMONIC_LOOPE: case ZYDIS_MNEMONIC_LOOPNE:
-    case ZYDIS_MNEMONIC_JCXZ: case ZYDIS_MNEMONIC_JECXZ:
+    case ZYDIS_MNEMONIC_XSETBV: case ZYDIS_MNEMONIC_RDPID: case ZYDIS_MNEMONIC_INVLPG:
+    case ZYDIS_MNEMONIC_WBINVD: case ZYDIS_MNEMONIC_INVD: case ZYDIS_MNEMONIC_RDMSR:
+    case ZYDIS_MNEMONIC_WRMSR: case ZYDIS_MNEMONIC_LGDT: case ZYDIS_MNEMONIC_LIDT:
+    case ZYDIS_MNEMONIC_LLDT: case ZYDIS_MNEMONIC_LTR: case ZYDIS_MNEMONIC_LMSW:
+    case ZYDIS_MNEMONIC_CLTS: case ZYDIS_MNEMONIC_RSM: case ZYDIS_MNEMONIC_BOUND:
+    case ZYDIS_MNEMONIC_INTO: case ZYDIS_MNEMONIC_RDFSBASE: case ZYDIS_MNEMONIC_RDGSBASE:
+    case ZYDIS_MNEMONIC_WRFSBASE: case ZYDIS_MNEMONIC_WRGSBASE:
       return true;
     default:
       return false;
   }
 }
 
+// Categories that always leave the translated path (callout or stop).
+bool callout_category(ZydisInstructionCategory c) {
+  switch (c) {
+    case ZYDIS_CATEGORY_INTERRUPT: case ZYDIS_CATEGORY_SYSCALL: case ZYDIS_CATEGORY_SYSRET:
+    case ZYDIS_CATEGORY_SYSTEM: case ZYDIS_CATEGORY_IO: case ZYDIS_CATEGORY_IOSTRINGOP:
+      return true;
+    default:
+      return false;
+  }
+}
+
+// Categories whose members this file handles one by one; the rest stop.
 bool denied_category(ZydisInstructionCategory c) {
   switch (c) {
     case ZYDIS_CATEGORY_COND_BR: case ZYDIS_CATEGORY_UNCOND_BR: case ZYDIS_CATEGORY_CALL:
-    case ZYDIS_CATEGORY_RET: case ZYDIS_CATEGORY_INTERRUPT: case ZYDIS_CATEGORY_SYSCALL:
-    case ZYDIS_CATEGORY_SYSRET: case ZYDIS_CATEGORY_SYSTEM: case ZYDIS_CATEGORY_IO:
-    case ZYDIS_CATEGORY_IOSTRINGOP: case ZYDIS_CATEGORY_SEGOP: case ZYDIS_CATEGORY_DECIMAL:
+    case ZYDIS_CATEGORY_RET: case ZYDIS_CATEGORY_SEGOP: case ZYDIS_CATEGORY_DECIMAL:
     case ZYDIS_CATEGORY_PUSH: case ZYDIS_CATEGORY_POP:
       return true;
     default:
@@ -69,15 +77,16 @@ struct Classified {
 
 Classified stop(std::string why) { return {std::nullopt, std::move(why)}; }
 
+ZydisRegister enclosing(ZydisRegister r) {
+  return r == ZYDIS_REGISTER_NONE ? r : ZydisRegisterGetLargestEnclosing(ZYDIS_MACHINE_MODE_LEGACY_32, r);
+}
+
 // A guest register the instruction does not mention at all (explicitly or
 // implicitly), to borrow as an address register. Never ESP.
 ZydisRegister free_temp(const GuestInsn& g) {
   static constexpr std::array<ZydisRegister, 7> kCandidates = {
       ZYDIS_REGISTER_EBP, ZYDIS_REGISTER_ESI, ZYDIS_REGISTER_EDI, ZYDIS_REGISTER_EBX,
       ZYDIS_REGISTER_EDX, ZYDIS_REGISTER_ECX, ZYDIS_REGISTER_EAX};
-  auto enclosing = [](ZydisRegister r) {
-    return r == ZYDIS_REGISTER_NONE ? r : ZydisRegisterGetLargestEnclosing(ZYDIS_MACHINE_MODE_LEGACY_32, r);
-  };
   for (ZydisRegister c : kCandidates) {
     bool used = false;
     for (const ZydisDecodedOperand& op : g.all()) {
@@ -91,112 +100,216 @@ ZydisRegister free_temp(const GuestInsn& g) {
   return ZYDIS_REGISTER_NONE;
 }
 
-Classified classify(const GuestInsn& g, const BuildOptions& options) {
+bool branch_target(const GuestInsn& g, uint32_t& target) {
+  const ZydisDecodedOperand& op0 = g.ops[0];
+  if (op0.type != ZYDIS_OPERAND_TYPE_IMMEDIATE) return false;
+  target = g.next_eip() + uint32_t(op0.imm.value.s);
+  // A 16-bit operand size truncates EIP (SDM vol. 2, JMP/Jcc/CALL "IF OperandSize = 16").
+  if (g.insn.operand_width == 16) target &= 0xffff;
+  return true;
+}
+
+class Classifier {
+ public:
+  Classifier(const BuildOptions& options, DecodedBlock& block) : m_opt(options), m_block(block) {}
+
+  Classified classify(const GuestInsn& g);
+
+ private:
+  void use(runtime::Seg s) { m_block.seg_used |= seg_bit(s); }
+  uint32_t base(runtime::Seg s) const { return m_opt.seg_base[int(s)]; }
+  Classified callout_or_stop(BlockInsn& out, const std::string& why) {
+    if (m_opt.callouts) {
+      out.kind = InsnKind::kCallout;
+      return {out, {}};
+    }
+    return stop(why + ZydisMnemonicGetString(out.guest.insn.mnemonic));
+  }
+  Classified kind(BlockInsn& out, InsnKind k) {
+    out.kind = k;
+    return {out, {}};
+  }
+  Classified reencoded(BlockInsn& out, ReencodeOptions ro = {}) {
+    ro.seg_base = &m_opt.seg_base;
+    auto bytes = reencode64(out.guest, ro);
+    if (!bytes) return stop("re-encode: " + bytes.error().message);
+    out.host = bytes.value();
+    return {out, {}};
+  }
+
+  const BuildOptions& m_opt;
+  DecodedBlock& m_block;
+};
+
+Classified Classifier::classify(const GuestInsn& g) {
+  using runtime::Seg;
   const ZydisDecodedInstruction& i = g.insn;
   BlockInsn out;
   out.guest = g;
 
-  if ((i.attributes & kSegmentAttribs) && !options.flat_segments)
-    return stop("segment override with non-zero guest segment bases");
-  if (i.meta.branch_type == ZYDIS_BRANCH_TYPE_FAR) return stop("far transfer");
+  if (i.meta.branch_type == ZYDIS_BRANCH_TYPE_FAR) return callout_or_stop(out, "far transfer: ");
 
   const ZydisDecodedOperand& op0 = g.ops[0];
-  const bool op0_sreg = op0.type == ZYDIS_OPERAND_TYPE_REGISTER &&
-                        ZydisRegisterGetClass(op0.reg.value) == ZYDIS_REGCLASS_SEGMENT;
+  const ZydisDecodedOperand& op1 = g.ops[1];
+  auto is_sreg = [](const ZydisDecodedOperand& op) {
+    return op.type == ZYDIS_OPERAND_TYPE_REGISTER && ZydisRegisterGetClass(op.reg.value) == ZYDIS_REGCLASS_SEGMENT;
+  };
+  // Explicit memory operands: their segment's base is folded in.
+  for (const ZydisDecodedOperand& op : g.visible())
+    if (op.type == ZYDIS_OPERAND_TYPE_MEMORY && op.mem.type == ZYDIS_MEMOP_TYPE_MEM) use(seg_of(op.mem.segment));
+
   const bool size32 = i.operand_width == 32;
   switch (i.mnemonic) {
     case ZYDIS_MNEMONIC_PUSH:
-      if (op0_sreg) return stop("push of a segment register");
-      out.kind = InsnKind::kPush;
-      return {out, {}};
+      use(Seg::SS);
+      return kind(out, is_sreg(op0) ? InsnKind::kPushSreg : InsnKind::kPush);
     case ZYDIS_MNEMONIC_POP:
-      if (op0_sreg) return stop("pop of a segment register");
+      if (is_sreg(op0)) return callout_or_stop(out, "segment load: ");
+      use(Seg::SS);
       if (op0.type == ZYDIS_OPERAND_TYPE_REGISTER && op0.reg.value == ZYDIS_REGISTER_SP)
-        return stop("pop sp");
-      out.kind = InsnKind::kPop;
-      return {out, {}};
-    case ZYDIS_MNEMONIC_PUSHFD:
-      out.kind = InsnKind::kPushfd;
-      return {out, {}};
-    case ZYDIS_MNEMONIC_POPFD:
-      out.kind = InsnKind::kPopfd;
-      return {out, {}};
+        return kind(out, InsnKind::kPopSp);
+      return kind(out, InsnKind::kPop);
+    case ZYDIS_MNEMONIC_PUSHF: case ZYDIS_MNEMONIC_PUSHFD:
+      use(Seg::SS);
+      return kind(out, InsnKind::kPushfd);
+    case ZYDIS_MNEMONIC_POPF: case ZYDIS_MNEMONIC_POPFD:
+      use(Seg::SS);
+      return kind(out, InsnKind::kPopfd);
+    case ZYDIS_MNEMONIC_CLI: return kind(out, InsnKind::kCli);
+    case ZYDIS_MNEMONIC_STI: return kind(out, InsnKind::kSti);
+    case ZYDIS_MNEMONIC_PUSHA: case ZYDIS_MNEMONIC_PUSHAD:
+      use(Seg::SS);
+      return kind(out, InsnKind::kPusha);
+    case ZYDIS_MNEMONIC_POPA: case ZYDIS_MNEMONIC_POPAD:
+      use(Seg::SS);
+      return kind(out, InsnKind::kPopa);
+    case ZYDIS_MNEMONIC_ENTER:
+      // Nesting levels above 0 copy frame pointers (SDM vol. 2, ENTER): rare, not expanded.
+      if ((g.ops[1].imm.value.u & 31) != 0 || !size32) return stop("enter with a nesting level or 16-bit");
+      use(Seg::SS);
+      return kind(out, InsnKind::kEnter);
+    case ZYDIS_MNEMONIC_LEAVE:
+      use(Seg::SS);
+      return kind(out, InsnKind::kLeave);
+    case ZYDIS_MNEMONIC_DAA: case ZYDIS_MNEMONIC_DAS: case ZYDIS_MNEMONIC_AAA:
+    case ZYDIS_MNEMONIC_AAS: case ZYDIS_MNEMONIC_AAD: case ZYDIS_MNEMONIC_SALC:
+      return kind(out, InsnKind::kDecimal);
+    case ZYDIS_MNEMONIC_AAM:
+      if ((op0.imm.value.u & 0xff) == 0) return callout_or_stop(out, "aam 0 (#DE): ");
+      return kind(out, InsnKind::kDecimal);
+    case ZYDIS_MNEMONIC_ARPL: return kind(out, InsnKind::kArpl);
+    case ZYDIS_MNEMONIC_BOUND:
+      if (!m_opt.callouts) return stop("bound without a callout handler");
+      return kind(out, InsnKind::kBound);
+    case ZYDIS_MNEMONIC_INTO:
+      if (!m_opt.callouts) return stop("into without a callout handler");
+      return kind(out, InsnKind::kInto);
+    case ZYDIS_MNEMONIC_MOV:
+      if (is_sreg(op0)) return callout_or_stop(out, "segment load: ");
+      if (is_sreg(op1)) return kind(out, InsnKind::kMovFromSreg);
+      break;
+    case ZYDIS_MNEMONIC_LOOP: case ZYDIS_MNEMONIC_LOOPE: case ZYDIS_MNEMONIC_LOOPNE:
+    case ZYDIS_MNEMONIC_JCXZ: case ZYDIS_MNEMONIC_JECXZ:
+      if (!branch_target(g, out.target)) return stop("bad loop target");
+      return kind(out, InsnKind::kLoop);
     case ZYDIS_MNEMONIC_JMP:
     case ZYDIS_MNEMONIC_CALL: {
       const bool call = i.mnemonic == ZYDIS_MNEMONIC_CALL;
-      if (!size32) return stop("16-bit near branch");
-      if (op0.type == ZYDIS_OPERAND_TYPE_IMMEDIATE) {
-        ZyanU64 target;
-        if (!ZYAN_SUCCESS(ZydisCalcAbsoluteAddress(&i, &op0, g.eip, &target))) return stop("bad branch target");
-        out.kind = call ? InsnKind::kCall : InsnKind::kJmp;
-        out.target = uint32_t(target);
-        return {out, {}};
+      if (call) use(Seg::SS);
+      if (!size32) {
+        branch_target(g, out.target);
+        return kind(out, InsnKind::kBranch16);
       }
-      if (op0.type == ZYDIS_OPERAND_TYPE_MEMORY && (i.attributes & kSegmentAttribs) && !options.flat_segments)
-        return stop("segment override");
-      out.kind = call ? InsnKind::kCallIndirect : InsnKind::kJmpIndirect;
-      return {out, {}};
+      if (branch_target(g, out.target)) return kind(out, call ? InsnKind::kCall : InsnKind::kJmp);
+      return kind(out, call ? InsnKind::kCallIndirect : InsnKind::kJmpIndirect);
     }
     case ZYDIS_MNEMONIC_RET:
-      if (!size32) return stop("16-bit ret");
-      out.kind = InsnKind::kRet;
-      return {out, {}};
+      use(Seg::SS);
+      return kind(out, size32 ? InsnKind::kRet : InsnKind::kBranch16);
     default:
       break;
   }
-  if (i.meta.category == ZYDIS_CATEGORY_COND_BR && !denied_mnemonic(i.mnemonic)) {
-    if (!size32 || op0.type != ZYDIS_OPERAND_TYPE_IMMEDIATE) return stop("16-bit conditional branch");
-    ZyanU64 target;
-    if (!ZYAN_SUCCESS(ZydisCalcAbsoluteAddress(&i, &op0, g.eip, &target))) return stop("bad branch target");
-    out.kind = InsnKind::kJcc;
-    out.target = uint32_t(target);
-    return {out, {}};
+  if (i.meta.category == ZYDIS_CATEGORY_COND_BR) {
+    if (!branch_target(g, out.target)) return stop("conditional branch without a target");
+    return kind(out, size32 ? InsnKind::kJcc : InsnKind::kBranch16);
   }
 
-  if (denied_mnemonic(i.mnemonic)) return stop(std::string("sensitive or 64-bit-invalid: ") + ZydisMnemonicGetString(i.mnemonic));
+  if (callout_mnemonic(i.mnemonic) || callout_category(i.meta.category) ||
+      (i.attributes & ZYDIS_ATTRIB_IS_PRIVILEGED))
+    return callout_or_stop(out, "sensitive or privileged: ");
   if (denied_category(i.meta.category))
     return stop(std::string("category ") + ZydisCategoryGetString(i.meta.category));
-  if (i.attributes & ZYDIS_ATTRIB_IS_PRIVILEGED) return stop(std::string("privileged: ") + ZydisMnemonicGetString(i.mnemonic));
 
-  bool high_byte = false, esp_mem = false;
+  const bool string_op = i.meta.category == ZYDIS_CATEGORY_STRINGOP;
+  bool high_byte = false, esp_mem = false, esp_reg = false;
   for (uint8_t k = 0; k < i.operand_count; ++k) {
     const ZydisDecodedOperand& op = g.ops[k];
     const bool hidden = op.visibility != ZYDIS_OPERAND_VISIBILITY_EXPLICIT;
     if (op.type == ZYDIS_OPERAND_TYPE_REGISTER) {
       ZydisRegisterClass cls = ZydisRegisterGetClass(op.reg.value);
-      if (cls == ZYDIS_REGCLASS_SEGMENT || cls == ZYDIS_REGCLASS_CONTROL || cls == ZYDIS_REGCLASS_DEBUG ||
-          cls == ZYDIS_REGCLASS_TEST || cls == ZYDIS_REGCLASS_TABLE || cls == ZYDIS_REGCLASS_BOUND)
-        return stop("system or segment register operand");
+      if (cls == ZYDIS_REGCLASS_CONTROL || cls == ZYDIS_REGCLASS_DEBUG || cls == ZYDIS_REGCLASS_TEST)
+        return callout_or_stop(out, "control or debug register: ");
+      if (cls == ZYDIS_REGCLASS_SEGMENT || cls == ZYDIS_REGCLASS_TABLE || cls == ZYDIS_REGCLASS_BOUND)
+        return stop("segment or system register operand");
       if (hidden && is_stack_reg(op.reg.value)) return stop("implicit stack use");
       if (!hidden && is_high_byte(op.reg.value)) high_byte = true;
-    } else if (op.type == ZYDIS_OPERAND_TYPE_MEMORY) {
+      if (!hidden && is_stack_reg(op.reg.value)) esp_reg = true;
+    } else if (op.type == ZYDIS_OPERAND_TYPE_MEMORY && op.mem.type == ZYDIS_MEMOP_TYPE_MEM) {
       if (hidden && is_stack_reg(op.mem.base)) return stop("implicit stack use");
       if (!hidden && (is_stack_reg(op.mem.base) || is_stack_reg(op.mem.index))) esp_mem = true;
-      if (op.mem.segment == ZYDIS_REGISTER_FS || op.mem.segment == ZYDIS_REGISTER_GS) {
-        if (!options.flat_segments) return stop("fs/gs segment");
+      if (hidden && !string_op) {
+        // e.g. xlat, maskmovq: the address is implicit, so no base can be folded in.
+        use(seg_of(op.mem.segment));
+        if (base(seg_of(op.mem.segment)) != 0) return stop("implicit memory operand with a non-zero segment base");
       }
     }
   }
+  if (string_op) {
+    // Source DS (or the override), destination ES (never overridable).
+    bool biased = false;
+    for (const ZydisDecodedOperand& op : g.all()) {
+      if (op.type != ZYDIS_OPERAND_TYPE_MEMORY) continue;
+      use(seg_of(op.mem.segment));
+      if (base(seg_of(op.mem.segment)) != 0) biased = true;
+    }
+    if (biased) {
+      auto r = reencoded(out);
+      if (r.insn) r.insn->kind = InsnKind::kStringBiased;
+      return r;
+    }
+    return reencoded(out);
+  }
   // A REX prefix (needed for R12) makes AH..DH unencodable: compute the
-  // address in a borrowed guest register first (BlockEmitter).
-  if (high_byte && esp_mem) {
+  // address in, or move ESP through, a borrowed guest register (expand_*.cpp).
+  if (high_byte && (esp_mem || esp_reg)) {
     out.temp = free_temp(g);
     if (out.temp == ZYDIS_REGISTER_NONE) return stop("AH..DH with ESP and no free temp");
     ReencodeOptions ro;
-    ro.mem_address_in = out.temp;
-    auto bytes = reencode64(g, ro);
-    if (!bytes) return stop("re-encode: " + bytes.error().message);
-    out.kind = InsnKind::kHighByteViaTemp;
-    out.host = bytes.value();
-    return {out, {}};
+    if (esp_mem) {
+      ro.mem_address_in = out.temp;
+      out.kind = InsnKind::kHighByteViaTemp;
+    } else {
+      ro.esp_as = out.temp;
+      out.kind = InsnKind::kHighByteEspReg;
+    }
+    return reencoded(out, ro);
   }
-  auto bytes = reencode64(g);
-  if (!bytes) return stop("re-encode: " + bytes.error().message);
-  out.host = bytes.value();
-  return {out, {}};
+  return reencoded(out);
 }
 
 }  // namespace
+
+runtime::Seg seg_of(ZydisRegister r) {
+  using runtime::Seg;
+  switch (r) {
+    case ZYDIS_REGISTER_CS: return Seg::CS;
+    case ZYDIS_REGISTER_SS: return Seg::SS;
+    case ZYDIS_REGISTER_DS: return Seg::DS;
+    case ZYDIS_REGISTER_FS: return Seg::FS;
+    case ZYDIS_REGISTER_GS: return Seg::GS;
+    default: return Seg::ES;
+  }
+}
 
 const char* insn_kind_name(InsnKind kind) {
   switch (kind) {
@@ -206,12 +319,30 @@ const char* insn_kind_name(InsnKind kind) {
     case InsnKind::kPop: return "pop";
     case InsnKind::kPushfd: return "pushfd";
     case InsnKind::kPopfd: return "popfd";
+    case InsnKind::kCli: return "cli";
+    case InsnKind::kSti: return "sti";
+    case InsnKind::kPushSreg: return "push-sreg";
+    case InsnKind::kMovFromSreg: return "mov-from-sreg";
+    case InsnKind::kPopSp: return "pop-sp";
+    case InsnKind::kPusha: return "pusha";
+    case InsnKind::kPopa: return "popa";
+    case InsnKind::kEnter: return "enter";
+    case InsnKind::kLeave: return "leave";
+    case InsnKind::kDecimal: return "decimal";
+    case InsnKind::kArpl: return "arpl";
+    case InsnKind::kBound: return "bound";
+    case InsnKind::kInto: return "into";
+    case InsnKind::kStringBiased: return "string-biased";
+    case InsnKind::kHighByteEspReg: return "high-byte-esp-reg";
     case InsnKind::kJmp: return "jmp";
     case InsnKind::kJcc: return "jcc";
     case InsnKind::kCall: return "call";
     case InsnKind::kRet: return "ret";
     case InsnKind::kJmpIndirect: return "jmp-indirect";
     case InsnKind::kCallIndirect: return "call-indirect";
+    case InsnKind::kBranch16: return "branch16";
+    case InsnKind::kLoop: return "loop";
+    case InsnKind::kCallout: return "callout";
   }
   return "?";
 }
@@ -219,10 +350,18 @@ const char* insn_kind_name(InsnKind kind) {
 DecodedBlock build_block(const GuestCodeReader& reader, uint32_t eip, const BuildOptions& options) {
   DecodedBlock block;
   block.eip = eip;
+  block.seg_base = options.seg_base;
+  block.callouts = options.callouts;
+  Classifier classifier(options, block);
   const uint64_t page_end = (uint64_t(eip) & ~uint64_t(mmu::kPageMask)) + mmu::kPageSize;
   uint64_t at = eip;
+  bool after_sti = false;  // the previous instruction was sti: this one is its shadow
   for (;;) {
-    if (block.insns.size() >= options.max_insns || at >= page_end) {
+    // The cap does not split sti from its shadow instruction.
+    if ((block.insns.size() >= options.max_insns && !after_sti) || at >= page_end) {
+      // sti at the end of a page: its shadow starts another block, so the
+      // pending-IRQ check goes right after the sti (one instruction early).
+      if (after_sti) block.insns.back().shadow_check = true;
       block.end = BlockEnd::kFallThrough;
       break;
     }
@@ -236,15 +375,21 @@ DecodedBlock build_block(const GuestCodeReader& reader, uint32_t eip, const Buil
     }
     // An instruction that crosses into the next page starts a block of its own.
     if (at + g.insn.length > page_end && !block.insns.empty()) {
+      if (after_sti) block.insns.back().shadow_check = true;
       block.end = BlockEnd::kFallThrough;
       break;
     }
-    Classified c = classify(g, options);
+    Classified c = classifier.classify(g);
     if (!c.insn) {
+      // The shadow instruction itself is left to the caller, which sees the
+      // stop right before it and can deliver the interrupt after it.
       block.end = BlockEnd::kStop;
       block.stop_reason = std::move(c.stop_reason);
       break;
     }
+    // A callout handler sees IF and the pending interrupt itself (sti; hlt).
+    if (after_sti && c.insn->kind != InsnKind::kCallout) c.insn->shadow_check = true;
+    after_sti = c.insn->kind == InsnKind::kSti;
     block.insns.push_back(std::move(*c.insn));
     at += g.insn.length;
     if (ends_block(block.insns.back().kind)) {

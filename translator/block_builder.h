@@ -2,46 +2,73 @@
 // instruction, how each one will be translated (re-encoded as is, expanded,
 // or not handled: the block then ends before it).
 //
-// A block ends after control flow (jmp, jcc, call, ret), before anything the
-// translator does not handle (privileged or sensitive instructions, far
-// transfers, loop/jcxz, int n, segment overrides with non-flat segments...),
-// at a guest page boundary, or at a length cap.
+// A block ends after control flow (jmp, jcc, call, ret, loop, callouts),
+// before anything the translator does not handle, at a guest page boundary, or
+// at a length cap. Sensitive and privileged instructions become callouts when
+// a CalloutHandler is set (callout.h), otherwise they end the block before
+// themselves (kNeedsInterpretation).
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <string>
 #include <vector>
 
+#include "runtime/cpu_state.h"
 #include "translator/code_reader.h"
 #include "translator/reencoder.h"
 
 namespace bt86::translator {
+
+class CalloutRuntime;
 
 enum class InsnKind : uint8_t {
   kInnocuous,        // re-encoded one-for-one (host bytes in BlockInsn::host)
   kHighByteViaTemp,  // AH..DH with an ESP-based memory operand: address via a temp register
   kPush,             // push r/m/imm (16 or 32 bit)
   kPop,              // pop r/m (16 or 32 bit)
-  kPushfd,
-  kPopfd,
+  kPushfd,           // pushf / pushfd (16 or 32 bit)
+  kPopfd,            // popf / popfd (16 or 32 bit): IF and IOPL too (CPL 0)
+  kCli,
+  kSti,              // IF = 1; the next instruction runs, then leave if an IRQ is pending
+  kPushSreg,         // push es/cs/ss/ds/fs/gs: the selector from CpuState
+  kMovFromSreg,      // mov r/m, sreg
+  kPopSp,            // pop sp (16 bit)
+  kPusha,            // pusha / pushad
+  kPopa,             // popa / popad
+  kEnter,
+  kLeave,
+  kDecimal,          // daa das aaa aas aam aad salc (exact, flag for flag)
+  kArpl,
+  kBound,            // in range: nothing; out of range: callout (#BR)
+  kInto,             // OF clear: nothing; set: callout (#OF)
+  kStringBiased,     // string instruction with a non-zero DS/ES/override base
+  kHighByteEspReg,   // AH..DH together with ESP/SP as a register operand
   kJmp,              // direct near jmp: ends the block
   kJcc,              // direct conditional branch: ends the block
   kCall,             // direct near call: ends the block
   kRet,              // near ret [imm16]: ends the block
   kJmpIndirect,      // jmp r/m32: ends the block
   kCallIndirect,     // call r/m32: ends the block
+  kBranch16,         // 16-bit operand size jmp/jcc/call/ret/jmp r/m16/call r/m16: ends the block
+  kLoop,             // loop loope loopne jcxz jecxz: ends the block
+  kCallout,          // a call into the CalloutHandler: ends the block
 };
 
-inline constexpr int kInsnKindCount = int(InsnKind::kCallIndirect) + 1;
+inline constexpr int kInsnKindCount = int(InsnKind::kCallout) + 1;
 const char* insn_kind_name(InsnKind kind);
 inline bool ends_block(InsnKind k) { return k >= InsnKind::kJmp; }
+inline uint8_t seg_bit(runtime::Seg s) { return uint8_t(1u << int(s)); }
+// The runtime::Seg of a Zydis segment register (ES for anything else).
+runtime::Seg seg_of(ZydisRegister r);
 
 struct BlockInsn {
   GuestInsn guest;
   InsnKind kind = InsnKind::kInnocuous;
   HostBytes host;                            // kInnocuous, kHighByteViaTemp
   ZydisRegister temp = ZYDIS_REGISTER_NONE;  // kHighByteViaTemp: 32-bit guest register borrowed
-  uint32_t target = 0;                       // kJmp, kJcc, kCall
+  uint32_t target = 0;                       // kJmp, kJcc, kCall, kBranch16 (direct), kLoop
+  bool shadow_check = false;                 // after this instruction: leave if an IRQ is pending (sti)
 };
 
 enum class BlockEnd : uint8_t {
@@ -56,13 +83,21 @@ struct DecodedBlock {
   BlockEnd end = BlockEnd::kStop;
   uint32_t end_eip = 0;     // first guest byte after the block's last instruction
   std::string stop_reason;  // kStop: why (for logs and stats)
+  // Guest segment bases the block was translated with (folded into its
+  // memory operands), and which of them it used (bit per runtime::Seg).
+  std::array<uint32_t, runtime::kNumSegs> seg_base{};
+  uint8_t seg_used = 0;
+  CalloutRuntime* callouts = nullptr;  // kCallout instructions go here
 };
 
 struct BuildOptions {
   uint32_t max_insns = 64;
-  // All six guest segment bases are zero: explicit segment overrides are
-  // harmless and dropped. Otherwise an instruction with one ends the block.
-  bool flat_segments = true;
+  // The current guest segment bases (indexed by runtime::Seg). Bases of the
+  // segments an instruction uses are folded into its addresses as constants.
+  std::array<uint32_t, runtime::kNumSegs> seg_base{};
+  // Set: sensitive and privileged instructions become kCallout. Null: they
+  // end the block before themselves.
+  CalloutRuntime* callouts = nullptr;
 };
 
 DecodedBlock build_block(const GuestCodeReader& reader, uint32_t eip, const BuildOptions& options);

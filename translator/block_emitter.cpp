@@ -3,16 +3,12 @@
 #include <asmjit/x86.h>
 
 #include "runtime/cpu_state.h"
+#include "translator/expand.h"
 
 namespace bt86::translator {
 namespace {
 
 using namespace asmjit;
-namespace rf = runtime::flags;
-
-// Guest flags that live in host RFLAGS inside translated code: the arithmetic
-// flags and DF (string instructions run natively).
-constexpr uint32_t kLiveFlags = rf::Arith | rf::DF;
 
 class RecordingErrorHandler : public ErrorHandler {
  public:
@@ -22,25 +18,7 @@ class RecordingErrorHandler : public ErrorHandler {
   std::string first;
 };
 
-// Host register holding a guest general register of the given width in bytes.
-x86::Gp host_gp(ZydisRegister guest) {
-  if (guest == ZYDIS_REGISTER_ESP) return x86::r12d;
-  if (guest == ZYDIS_REGISTER_SP) return x86::r12w;
-  uint32_t id = ZydisRegisterGetId(guest);
-  switch (ZydisRegisterGetWidth(ZYDIS_MACHINE_MODE_LEGACY_32, guest)) {
-    case 16: return x86::gpw(id);
-    default: return x86::gpd(id);
-  }
-}
-
-// [r12d + disp] in the guest window.
-x86::Mem stack_slot(int32_t disp, uint32_t size) {
-  x86::Mem m = x86::ptr(x86::r12d, disp, size);
-  m.setSegment(x86::gs);
-  return m;
-}
-
-class Emitter {
+class Emitter final : public ExpandContext {
  public:
   Emitter(const DecodedBlock& block, uint64_t exit_stub, Block& meta)
       : m_block(block), m_stub(exit_stub), m_meta(meta) {}
@@ -73,16 +51,11 @@ class Emitter {
   }
 
  private:
-  void embed(const HostBytes& b) { m_a.embed(b.bytes.data(), b.size); }
+  // ExpandContext
+  x86::Assembler& as() override { return m_a; }
+  const DecodedBlock& block() const override { return m_block; }
 
-  Status embed_mem_move(const ZydisDecodedOperand& mem, ZydisRegister reg, bool store) {
-    auto b = encode_guest_mem_move(mem, reg, store);
-    if (!b) return b.error();
-    embed(b.value());
-    return Ok{};
-  }
-
-  void exit_to(uint32_t target, ExitReason reason) {
+  void exit_to(uint32_t target, ExitReason reason) override {
     m_meta.exits.push_back({uint32_t(m_a.offset()), target, reason});
     m_a.mov(x86::dword_ptr(x86::r15, ctx_off::kNextEip), target);
     m_a.mov(x86::dword_ptr(x86::r15, ctx_off::kExitReason), uint32_t(reason));
@@ -90,155 +63,18 @@ class Emitter {
   }
   // Exit with the next guest EIP in R13D (ret, indirect jmp/call). The fast
   // in-TC lookup of the next slice goes here.
-  void exit_indirect() {
+  void exit_indirect() override {
     m_meta.exits.push_back({uint32_t(m_a.offset()), 0, ExitReason::kIndirect});
+    exit_r13(ExitReason::kIndirect);
+  }
+  void exit_r13(ExitReason reason) override {
     m_a.mov(x86::dword_ptr(x86::r15, ctx_off::kNextEip), x86::r13d);
-    m_a.mov(x86::dword_ptr(x86::r15, ctx_off::kExitReason), uint32_t(ExitReason::kIndirect));
+    m_a.mov(x86::dword_ptr(x86::r15, ctx_off::kExitReason), uint32_t(reason));
     m_a.jmp(Imm(m_stub));
   }
-  void push_imm32(uint32_t value) {
-    m_a.mov(stack_slot(-4, 4), value);
-    m_a.lea(x86::r12d, x86::ptr(x86::r12d, -4));
-  }
-  // R13D = the branch target of an indirect jmp/call (read before any push:
-  // `call [esp+4]` uses the old ESP).
-  Status load_indirect_target(const GuestInsn& g) {
-    const ZydisDecodedOperand& op = g.ops[0];
-    if (op.type == ZYDIS_OPERAND_TYPE_REGISTER) {
-      m_a.mov(x86::r13d, host_gp(op.reg.value));
-      return Ok{};
-    }
-    return embed_mem_move(op, ZYDIS_REGISTER_R13D, false);
-  }
 
-  Status emit(const BlockInsn& insn) {
-    const GuestInsn& g = insn.guest;
-    const ZydisDecodedOperand& op0 = g.ops[0];
-    switch (insn.kind) {
-      case InsnKind::kInnocuous:
-        embed(insn.host);
-        return Ok{};
-
-      case InsnKind::kHighByteViaTemp: {
-        // Borrow a guest register the instruction does not use: save it in
-        // R13, put the (ESP-based) address in it, run the instruction on
-        // [temp] without REX, restore. lea and mov leave the flags alone.
-        const ZydisDecodedOperand* mem = nullptr;
-        for (const ZydisDecodedOperand& op : g.visible())
-          if (op.type == ZYDIS_OPERAND_TYPE_MEMORY) mem = &op;
-        x86::Gp t32 = x86::gpd(ZydisRegisterGetId(insn.temp));
-        x86::Gp t64 = x86::gpq(ZydisRegisterGetId(insn.temp));
-        x86::Mem addr = mem->mem.index == ZYDIS_REGISTER_NONE
-                            ? x86::ptr(host_gp(mem->mem.base), int32_t(mem->mem.disp.value))
-                            : x86::ptr(host_gp(mem->mem.base), host_gp(mem->mem.index),
-                                       __builtin_ctz(mem->mem.scale), int32_t(mem->mem.disp.value));
-        m_a.mov(x86::r13, t64);
-        m_a.lea(t32, addr);
-        embed(insn.host);
-        m_a.mov(t64, x86::r13);
-        return Ok{};
-      }
-
-      case InsnKind::kPush: {
-        const uint32_t w = g.insn.operand_width / 8;
-        if (op0.type == ZYDIS_OPERAND_TYPE_REGISTER) {
-          m_a.mov(stack_slot(-int32_t(w), w), host_gp(op0.reg.value));
-        } else if (op0.type == ZYDIS_OPERAND_TYPE_IMMEDIATE) {
-          m_a.mov(stack_slot(-int32_t(w), w), w == 2 ? uint32_t(uint16_t(op0.imm.value.u)) : uint32_t(op0.imm.value.u));
-        } else {
-          ZydisRegister scratch = w == 2 ? ZYDIS_REGISTER_R13W : ZYDIS_REGISTER_R13D;
-          if (auto s = embed_mem_move(op0, scratch, false); !s) return s;
-          m_a.mov(stack_slot(-int32_t(w), w), w == 2 ? x86::Gp(x86::r13w) : x86::Gp(x86::r13d));
-        }
-        m_a.lea(x86::r12d, x86::ptr(x86::r12d, -int32_t(w)));
-        return Ok{};
-      }
-
-      case InsnKind::kPop: {
-        const uint32_t w = g.insn.operand_width / 8;
-        if (op0.type == ZYDIS_OPERAND_TYPE_REGISTER) {
-          if (op0.reg.value == ZYDIS_REGISTER_ESP) {  // ESP = [ESP]: the increment is overwritten
-            m_a.mov(x86::r12d, stack_slot(0, 4));
-            return Ok{};
-          }
-          m_a.mov(host_gp(op0.reg.value), stack_slot(0, w));
-          m_a.lea(x86::r12d, x86::ptr(x86::r12d, int32_t(w)));
-          return Ok{};
-        }
-        // pop m: the address is computed after ESP is incremented (SDM vol. 2, POP).
-        m_a.mov(w == 2 ? x86::Gp(x86::r13w) : x86::Gp(x86::r13d), stack_slot(0, w));
-        m_a.lea(x86::r12d, x86::ptr(x86::r12d, int32_t(w)));
-        return embed_mem_move(op0, w == 2 ? ZYDIS_REGISTER_R13W : ZYDIS_REGISTER_R13D, true);
-      }
-
-      case InsnKind::kPushfd:
-        // Image = live flags from RFLAGS + everything else (IF, IOPL, ...)
-        // from the virtual EFLAGS; VM and RF read as 0 (SDM vol. 2, PUSHF).
-        m_a.pushfq();
-        m_a.mov(x86::r13, x86::qword_ptr(x86::rsp));
-        m_a.and_(x86::r13d, kLiveFlags);
-        m_a.mov(x86::r14, x86::qword_ptr(x86::r15, ctx_off::kCpu));
-        m_a.mov(x86::r14d, x86::dword_ptr(x86::r14, offsetof(runtime::CpuState, eflags)));
-        m_a.and_(x86::r14d, ~(kLiveFlags | rf::RF | rf::VM));
-        m_a.or_(x86::r13d, x86::r14d);
-        m_a.mov(stack_slot(-4, 4), x86::r13d);
-        m_a.lea(x86::r12d, x86::ptr(x86::r12d, -4));
-        m_a.popfq();  // the and/or above clobbered the guest flags
-        return Ok{};
-
-      case InsnKind::kPopfd:
-        // Only the live flags change; IF, IOPL and the other system flags in
-        // the virtual EFLAGS are left alone in this slice.
-        m_a.mov(x86::r13d, stack_slot(0, 4));
-        m_a.lea(x86::r12d, x86::ptr(x86::r12d, 4));
-        m_a.and_(x86::r13d, kLiveFlags);
-        m_a.pushfq();
-        m_a.and_(x86::qword_ptr(x86::rsp), int32_t(~kLiveFlags));
-        m_a.or_(x86::qword_ptr(x86::rsp), x86::r13);
-        m_a.popfq();
-        return Ok{};
-
-      case InsnKind::kJmp:
-        exit_to(insn.target, ExitReason::kBlockEnd);
-        return Ok{};
-
-      case InsnKind::kJcc: {
-        Label taken = m_a.newLabel();
-        m_a.j(x86::CondCode(g.insn.opcode & 0xf), taken);
-        exit_to(g.next_eip(), ExitReason::kBlockEnd);
-        m_a.bind(taken);
-        exit_to(insn.target, ExitReason::kBlockEnd);
-        return Ok{};
-      }
-
-      case InsnKind::kCall:
-        push_imm32(g.next_eip());
-        exit_to(insn.target, ExitReason::kBlockEnd);
-        return Ok{};
-
-      case InsnKind::kRet: {
-        uint32_t release = 4;
-        if (g.insn.operand_count_visible > 0 && op0.type == ZYDIS_OPERAND_TYPE_IMMEDIATE)
-          release += uint32_t(op0.imm.value.u & 0xffff);
-        m_a.mov(x86::r13d, stack_slot(0, 4));
-        m_a.lea(x86::r12d, x86::ptr(x86::r12d, int32_t(release)));
-        exit_indirect();
-        return Ok{};
-      }
-
-      case InsnKind::kJmpIndirect:
-        if (auto s = load_indirect_target(g); !s) return s;
-        exit_indirect();
-        return Ok{};
-
-      case InsnKind::kCallIndirect:
-        if (auto s = load_indirect_target(g); !s) return s;
-        push_imm32(g.next_eip());
-        exit_indirect();
-        return Ok{};
-    }
-    return make_error("unknown instruction kind");
-  }
+  // The per-kind host code lives in expand_*.cpp.
+  Status emit(const BlockInsn& insn) { return expand_insn(*this, insn); }
 
   const DecodedBlock& m_block;
   uint64_t m_stub;

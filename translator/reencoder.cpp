@@ -51,8 +51,19 @@ Result<HostBytes> reencode64(const GuestInsn& guest, const ReencodeOptions& opti
   for (uint8_t i = 0; i < req.operand_count; ++i) {
     ZydisEncoderOperand& op = req.operands[i];
     if (op.type == ZYDIS_OPERAND_TYPE_REGISTER) {
-      op.reg.value = host_reg(op.reg.value);
+      if (options.esp_as != ZYDIS_REGISTER_NONE && (op.reg.value == ZYDIS_REGISTER_ESP || op.reg.value == ZYDIS_REGISTER_SP))
+        op.reg.value = op.reg.value == ZYDIS_REGISTER_SP
+                           ? ZydisRegisterEncode(ZYDIS_REGCLASS_GPR16, ZydisRegisterGetId(options.esp_as))
+                           : options.esp_as;
+      else
+        op.reg.value = host_reg(op.reg.value);
     } else if (op.type == ZYDIS_OPERAND_TYPE_MEMORY) {
+      const ZydisDecodedOperand& dop = guest.ops[i];
+      if (options.seg_base && dop.type == ZYDIS_OPERAND_TYPE_MEMORY && dop.mem.type == ZYDIS_MEMOP_TYPE_MEM &&
+          options.mem_address_in == ZYDIS_REGISTER_NONE) {
+        const uint32_t b = (*options.seg_base)[seg_index(dop.mem.segment)];
+        if (b) op.mem.displacement = int32_t(uint32_t(op.mem.displacement) + b);
+      }
       if (options.mem_address_in != ZYDIS_REGISTER_NONE) {
         op.mem.base = options.mem_address_in;
         op.mem.index = ZYDIS_REGISTER_NONE;
@@ -108,7 +119,19 @@ static Result<HostBytes> encode_checked(const ZydisEncoderRequest& req, bool has
   return fixed;
 }
 
-Result<HostBytes> encode_guest_mem_move(const ZydisDecodedOperand& mem, ZydisRegister reg, bool store) {
+int seg_index(ZydisRegister segment) {
+  switch (segment) {
+    case ZYDIS_REGISTER_CS: return 1;
+    case ZYDIS_REGISTER_SS: return 2;
+    case ZYDIS_REGISTER_DS: return 3;
+    case ZYDIS_REGISTER_FS: return 4;
+    case ZYDIS_REGISTER_GS: return 5;
+    default: return 0;
+  }
+}
+
+Result<HostBytes> encode_guest_mem_move(const ZydisDecodedOperand& mem, ZydisRegister reg, bool store,
+                                        uint32_t seg_base) {
   ZydisEncoderRequest req{};
   req.machine_mode = ZYDIS_MACHINE_MODE_LONG_64;
   req.address_size_hint = ZYDIS_ADDRESS_SIZE_HINT_32;
@@ -121,7 +144,7 @@ Result<HostBytes> encode_guest_mem_move(const ZydisDecodedOperand& mem, ZydisReg
   m.mem.base = host_reg(mem.mem.base);
   m.mem.index = host_reg(mem.mem.index);
   m.mem.scale = mem.mem.index == ZYDIS_REGISTER_NONE ? 0 : mem.mem.scale;
-  m.mem.displacement = mem.mem.disp.has_displacement ? mem.mem.disp.value : 0;
+  m.mem.displacement = int32_t(uint32_t(mem.mem.disp.has_displacement ? mem.mem.disp.value : 0) + seg_base);
   m.mem.size = uint16_t(mem.size / 8);
   req.operands[0] = store ? m : r;
   req.operands[1] = store ? r : m;

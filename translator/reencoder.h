@@ -44,6 +44,14 @@ struct ReencodeOptions {
   // If set, the explicit memory operand becomes [this register] (its address
   // was computed there beforehand). Used to avoid R12 in the AH..DH case.
   ZydisRegister mem_address_in = ZYDIS_REGISTER_NONE;
+  // If set, register operands ESP/SP become this register (32/16 bit)
+  // instead of R12D/R12W: AH..DH next to ESP (kHighByteEspReg).
+  ZydisRegister esp_as = ZYDIS_REGISTER_NONE;
+  // Guest segment bases by runtime::Seg (null: all zero). The base of each
+  // explicit memory operand's segment is added to its displacement: with
+  // 32-bit addressing the sum wraps modulo 4 GiB exactly like the guest's
+  // linear address (limits are not checked).
+  const std::array<uint32_t, 6>* seg_base = nullptr;
 };
 
 // Re-encodes an innocuous guest instruction for 64-bit mode, or says why not.
@@ -59,5 +67,9 @@ namespace bt86::translator {
 // mov reg, [guest mem] (load) or mov [guest mem], reg (store) for a host
 // scratch register (R13D/R13W), with the guest memory operand remapped as in
 // reencode64. Used by expansions of push/pop/jmp/call with memory operands.
-Result<HostBytes> encode_guest_mem_move(const ZydisDecodedOperand& mem, ZydisRegister reg, bool store);
+// seg_base is added to the displacement (the operand's segment base).
+Result<HostBytes> encode_guest_mem_move(const ZydisDecodedOperand& mem, ZydisRegister reg, bool store,
+                                        uint32_t seg_base = 0);
+// The runtime::Seg index (ES 0, CS 1, SS 2, DS 3, FS 4, GS 5) of a segment register.
+int seg_index(ZydisRegister segment);
 }  // namespace bt86::translator

@@ -29,11 +29,6 @@ uint64_t get_gs_base() {
 }
 void set_gs_base(uint64_t v) { syscall(SYS_arch_prctl, ARCH_SET_GS, v); }
 
-bool segments_flat(const runtime::CpuState& cpu) {
-  for (const auto& s : cpu.seg)
-    if (s.base != 0) return false;
-  return true;
-}
 
 }  // namespace
 
@@ -43,6 +38,9 @@ const char* exit_reason_name(ExitReason reason) {
     case ExitReason::kBlockEnd: return "block-end";
     case ExitReason::kIndirect: return "indirect";
     case ExitReason::kNeedsInterpretation: return "needs-interpretation";
+    case ExitReason::kCallout: return "callout";
+    case ExitReason::kCalloutStop: return "callout-stop";
+    case ExitReason::kIrqWindow: return "irq-window";
   }
   return "?";
 }
@@ -53,6 +51,8 @@ const char* run_stop_name(RunStop stop) {
     case RunStop::kMaxBlocks: return "max-blocks";
     case RunStop::kUnsupportedState: return "unsupported-state";
     case RunStop::kInternalError: return "internal-error";
+    case RunStop::kCallout: return "callout";
+    case RunStop::kIrqWindow: return "irq-window";
   }
   return "?";
 }
@@ -130,6 +130,42 @@ Status Translator::emit_stubs() {
   a.pop(x86::rbp);
   a.ret();
 
+  // Callout (callout.h), reached by jmp with R13 = the CalloutInsn and
+  // next_eip = its EIP: store the guest state like the exit stub, switch to
+  // the host FPU state, call bt86_callout_entry on the host stack, then
+  // return to run() (which continues at cpu.eip or stops).
+  a.align(AlignMode::kCode, 16);
+  Label callout = a.newLabel();
+  a.bind(callout);
+  a.mov(x86::r14, x86::r13);
+  a.mov(x86::r13, x86::qword_ptr(x86::r15, ctx_off::kCpu));
+  for (int r = 0; r < 8; ++r) a.mov(x86::dword_ptr(x86::r13, kGpr + 4 * r), kGuestRegs[r]);
+  a.pushfq();
+  a.pop(x86::rax);
+  a.and_(x86::eax, kLiveFlags);
+  a.mov(x86::ecx, x86::dword_ptr(x86::r13, kEflags));
+  a.and_(x86::ecx, ~kLiveFlags);
+  a.or_(x86::ecx, x86::eax);
+  a.mov(x86::dword_ptr(x86::r13, kEflags), x86::ecx);
+  a.cld();
+  a.fxsave64(x86::ptr(x86::r13, kFpu));
+  a.fxrstor64(x86::ptr(x86::r15, ctx_off::kHostFx));
+  a.mov(x86::rsp, x86::qword_ptr(x86::r15, ctx_off::kHostRsp));  // 16-byte aligned
+  a.mov(x86::rdi, x86::r15);
+  a.mov(x86::rsi, x86::r14);
+  a.mov(x86::rdx, Imm(reinterpret_cast<uint64_t>(&m_callouts)));
+  a.mov(x86::rax, Imm(reinterpret_cast<uint64_t>(&bt86_callout_entry)));
+  a.call(x86::rax);
+  a.mov(x86::rsp, x86::qword_ptr(x86::r15, ctx_off::kHostRsp));
+  a.add(x86::rsp, 8);
+  a.pop(x86::r15);
+  a.pop(x86::r14);
+  a.pop(x86::r13);
+  a.pop(x86::r12);
+  a.pop(x86::rbx);
+  a.pop(x86::rbp);
+  a.ret();
+
   code.flatten();
   code.resolveUnresolvedLinks();
   if (code.relocateToBase(base) != kErrorOk) return make_error("translator: stub relocation failed");
@@ -138,10 +174,20 @@ Status Translator::emit_stubs() {
   std::memcpy(m_tc->stub_area(), buf.data(), buf.size());
   m_enter = reinterpret_cast<EntryFn>(m_tc->stub_area());
   m_exit_stub = base + code.labelOffset(exit);
+  m_callouts.stub = base + code.labelOffset(callout);
   return Ok{};
 }
 
-void Translator::drop_blocks() { m_blocks.clear(); }
+void Translator::drop_blocks() {
+  m_blocks.clear();
+  m_callouts.clear();
+  m_seg_used = 0;
+}
+
+void Translator::set_callout_handler(CalloutHandler* handler) {
+  flush();
+  m_callouts.handler = handler;
+}
 
 void Translator::flush() {
   drop_blocks();
@@ -152,8 +198,10 @@ void Translator::flush() {
 Result<const Block*> Translator::translate(uint32_t eip) {
   BuildOptions options;
   options.max_insns = m_config.max_block_insns;
-  options.flat_segments = m_flat;
+  options.seg_base = m_seg_base;
+  options.callouts = m_callouts.handler ? &m_callouts : nullptr;
   DecodedBlock decoded = build_block(*m_code, eip, options);
+  m_seg_used |= decoded.seg_used;
   if (decoded.end == BlockEnd::kStop) {
     if (m_stats.stops[decoded.stop_reason]++ == 0)
       log::get("translator")->debug("block ends before {:#x}: {}", decoded.end_eip, decoded.stop_reason);
@@ -193,11 +241,16 @@ Result<const Block*> Translator::translate(uint32_t eip) {
 }
 
 const Block* Translator::block_at(uint32_t eip, const runtime::CpuState& cpu) {
-  const bool flat = segments_flat(cpu);
-  if (flat != m_flat) {
-    flush();
-    m_flat = flat;
+  // Segment bases are constants in translated code: if one that some
+  // translation used has changed, drop them all (rare: Linux keeps its kernel
+  // bases, FS per-CPU included, for good).
+  for (int s = 0; s < runtime::kNumSegs; ++s) {
+    if ((m_seg_used & (1u << s)) && cpu.seg[s].base != m_seg_base[s]) {
+      flush();
+      break;
+    }
   }
+  for (int s = 0; s < runtime::kNumSegs; ++s) m_seg_base[s] = cpu.seg[s].base;
   if (auto it = m_blocks.find(eip); it != m_blocks.end()) return it->second.get();
   auto b = translate(eip);
   if (!b) {
@@ -210,13 +263,12 @@ const Block* Translator::block_at(uint32_t eip, const runtime::CpuState& cpu) {
 RunResult Translator::run(runtime::CpuState& cpu, uint64_t max_blocks) {
   using runtime::Seg;
   RunResult result;
-  for (Seg s : {Seg::CS, Seg::DS, Seg::ES, Seg::SS}) {
-    if (cpu.sreg(s).base != 0) {
-      result.stop = RunStop::kUnsupportedState;
-      result.eip = cpu.eip;
-      result.detail = std::string("non-flat ") + runtime::seg_name(s);
-      return result;
-    }
+  // EIP is fetched as a linear address: CS must be based at 0.
+  if (cpu.sreg(Seg::CS).base != 0) {
+    result.stop = RunStop::kUnsupportedState;
+    result.eip = cpu.eip;
+    result.detail = "CS base not zero";
+    return result;
   }
   const uint64_t host_gs = get_gs_base();
   if (host_gs != m_ctx->window_base) set_gs_base(m_ctx->window_base);
@@ -240,9 +292,19 @@ RunResult Translator::run(runtime::CpuState& cpu, uint64_t max_blocks) {
     m_enter(m_ctx.get(), b->host);
     ++result.blocks_run;
     cpu.eip = m_ctx->next_eip;
-    if (ExitReason(m_ctx->exit_reason) == ExitReason::kNeedsInterpretation) {
+    const ExitReason reason = ExitReason(m_ctx->exit_reason);
+    if (reason == ExitReason::kNeedsInterpretation) {
       result.stop = RunStop::kNeedsInterpretation;
       result.detail = std::move(stop_reason);
+      break;
+    }
+    if (reason == ExitReason::kCalloutStop) {
+      result.stop = RunStop::kCallout;
+      result.detail = ZydisMnemonicGetString(m_callouts.last_stop);
+      break;
+    }
+    if (reason == ExitReason::kIrqWindow) {
+      result.stop = RunStop::kIrqWindow;
       break;
     }
   }

@@ -15,6 +15,7 @@
 #include "base/result.h"
 #include "runtime/cpu_state.h"
 #include "translator/block_emitter.h"
+#include "translator/callout.h"
 #include "translator/code_reader.h"
 #include "translator/context.h"
 #include "translator/translation_cache.h"
@@ -46,6 +47,8 @@ enum class RunStop : uint8_t {
   kMaxBlocks,            // ran max_blocks blocks; eip is where to continue
   kUnsupportedState,     // CpuState cannot run translated (e.g. non-flat CS/DS/ES/SS)
   kInternalError,        // emission failed (detail); a bug or the TC is too small
+  kCallout,              // the CalloutHandler returned kStop; eip = the cpu.eip it set
+  kIrqWindow,            // the guest set IF (sti + shadow, popf) with irq_pending set; eip = next
 };
 
 struct RunResult {
@@ -72,6 +75,14 @@ class Translator {
   // Drops every translation (guest code changed; SMC detection comes later).
   void flush();
 
+  // Sensitive and privileged instructions call handler (callout.h); without
+  // one they end blocks with kNeedsInterpretation. Drops all translations.
+  void set_callout_handler(CalloutHandler* handler);
+  const CalloutRuntime& callouts() const { return m_callouts; }
+  // The machine has an interrupt for the guest: translated code leaves with
+  // kIrqWindow when the guest sets IF (TranslatorContext::irq_pending).
+  void set_irq_pending(bool pending) { m_ctx->irq_pending = pending ? 1 : 0; }
+
   const TranslatorStats& stats() const { return m_stats; }
   const TranslationCache& cache() const { return *m_tc; }
   TranslatorContext& context() { return *m_ctx; }
@@ -90,7 +101,11 @@ class Translator {
   std::unique_ptr<TranslatorContext> m_ctx;
   EntryFn m_enter = nullptr;
   uint64_t m_exit_stub = 0;
-  bool m_flat = true;  // the flatness the current translations were made under
+  // Segment bases folded into the current translations (DecodedBlock::seg_base)
+  // and which segments they used: a change in a used one drops them all.
+  std::array<uint32_t, runtime::kNumSegs> m_seg_base{};
+  uint8_t m_seg_used = 0;
+  CalloutRuntime m_callouts;
   std::unordered_map<uint32_t, std::unique_ptr<Block>> m_blocks;
   TranslatorStats m_stats;
 };

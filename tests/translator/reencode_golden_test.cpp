@@ -121,20 +121,24 @@ TEST(ReencodeGolden, PushPopExpansions) {
   EXPECT_NE(host_of_first(snippet_popfd()).find("popfq"), std::string::npos);
 }
 
-TEST(ReencodeGolden, FsOverrideDeclinedUnlessSegmentsAreFlat) {
+// A segment base is folded into the displacement as a constant (32-bit
+// addressing wraps like the guest's linear address), and the block records
+// which segments it used.
+TEST(ReencodeGolden, SegmentBasesAreFoldedIntoDisplacements) {
   std::vector<uint8_t> bytes(snippet_fs_override().begin(), snippet_fs_override().end());
+  bytes.push_back(0xcc);
   SpanCodeReader reader(mmu::GuestVirt(kGuestAt), bytes);
-  BuildOptions nonflat;
-  nonflat.flat_segments = false;
-  DecodedBlock b = build_block(reader, kGuestAt, nonflat);
-  EXPECT_TRUE(b.insns.empty());
-  EXPECT_EQ(b.end, BlockEnd::kStop);
-  EXPECT_NE(b.stop_reason.find("segment"), std::string::npos) << b.stop_reason;
+  BuildOptions options;
+  options.seg_base[int(runtime::Seg::FS)] = 0xfff00000;
+  DecodedBlock b = build_block(reader, kGuestAt, options);
+  ASSERT_EQ(b.insns.size(), 1u) << b.stop_reason;
+  EXPECT_EQ(disassemble(b.insns[0].host.span(), 0, true), "mov eax, gs:[0x00000000FFF00010]");
+  EXPECT_EQ(b.seg_used, seg_bit(runtime::Seg::FS));
   EXPECT_EQ(host_of_first(snippet_fs_override()), "mov eax, gs:[0x0000000000000010]");
 }
 
-INTEL(privileged, "mov eax, 1\n cli\n nop")
-INTEL(sensitive, "add eax, ebx\n pushad\n")
+INTEL(privileged, "mov eax, 1\n hlt\n nop")
+INTEL(sensitive, "add eax, ebx\n cpuid\n")
 
 TEST(BlockBuilder, EndsBeforePrivilegedAndSensitiveInstructions) {
   Translated t = translate(snippet_privileged());

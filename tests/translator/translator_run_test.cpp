@@ -79,26 +79,26 @@ TEST_F(TranslatorRun, CallAndRetThroughTheGuestStack) {
   EXPECT_EQ(cpu.eip, kCode + 13);  // the int3
 }
 
-INTEL(popf_keeps_if,
+INTEL(popf_sets_flags,
       "push 0x8d5\n"       // all arithmetic flags, IF clear
       "popfd\n"
       "pushfd\n"
       "pop eax\n"
+      "push 0x3202\n"      // IF and IOPL 3, arithmetic flags clear
+      "popfd\n"
+      "pushfd\n"
+      "pop ebx\n"
       "int3\n")
 
-TEST_F(TranslatorRun, PopfdChangesArithmeticFlagsButNotTheVirtualIf) {
+// At CPL 0 popfd changes the virtual IF and IOPL (the host's never change),
+// and pushfd shows them.
+TEST_F(TranslatorRun, PopfdChangesTheVirtualIfAndIopl) {
   cpu.eflags = flags::Fixed1 | flags::IF;
-  auto r = run(snippet_popf_keeps_if());
+  auto r = run(snippet_popf_sets_flags());
   EXPECT_EQ(r.stop, RunStop::kNeedsInterpretation);
-  EXPECT_EQ(cpu.eflags & flags::Arith, flags::Arith);
-  EXPECT_TRUE(cpu.eflags & flags::IF);
-  EXPECT_EQ(cpu.reg(EAX), flags::Arith | flags::Fixed1 | flags::IF);
-  // With the virtual IF clear, pushfd shows it clear.
-  cpu = TestMachine::initial_state();
-  cpu.eflags = flags::Fixed1;
-  r = run(snippet_popf_keeps_if());
   EXPECT_EQ(cpu.reg(EAX), flags::Arith | flags::Fixed1);
-  EXPECT_FALSE(cpu.eflags & flags::IF);
+  EXPECT_EQ(cpu.reg(EBX), flags::Fixed1 | flags::IF | flags::IOPL);
+  EXPECT_EQ(cpu.eflags, flags::Fixed1 | flags::IF | flags::IOPL);
 }
 
 INTEL(hlt_stop, "mov eax, 7\n hlt\n")
@@ -124,8 +124,8 @@ TEST_F(TranslatorRun, MaxBlocksStopsAnEndlessLoop) {
   EXPECT_EQ(cpu.eip, kCode);
 }
 
-TEST_F(TranslatorRun, NonFlatDataSegmentIsRefused) {
-  cpu.sreg(Seg::DS).base = 0x1000;
+TEST_F(TranslatorRun, NonZeroCodeSegmentBaseIsRefused) {
+  cpu.sreg(Seg::CS).base = 0x1000;
   auto r = run(snippet_hlt_stop());
   EXPECT_EQ(r.stop, RunStop::kUnsupportedState);
 }

@@ -1,0 +1,321 @@
+// Callouts, the virtual IF (cli/sti/popf and the pending-interrupt exits) and
+// segment bases, end to end through a translator with a test CalloutHandler.
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include "tests/runtime/direct_test_machine.h"
+#include "tests/runtime/guest_snippet.h"
+#include "translator/translator.h"
+
+namespace bt86::test {
+namespace {
+
+#define INTEL(name, code) GUEST_SNIPPET(name, ".intel_syntax noprefix\n" code "\n.att_syntax prefix\n")
+
+using namespace runtime;
+using translator::CalloutAction;
+using translator::CalloutInsn;
+using translator::RunStop;
+
+// Records every callout; steps over the instruction, except: hlt stops,
+// cpuid writes EAX/EBX/CF, `int n` jumps to int_target, `mov fs, r16`
+// gives FS the base fs_base.
+struct RecordingHandler final : translator::CalloutHandler {
+  CalloutAction callout(CpuState& cpu, const CalloutInsn& insn) override {
+    eips.push_back(cpu.eip);
+    mnemonics.push_back(insn.id());
+    insns.push_back(insn.insn);
+    if_at_call.push_back(cpu.eflags & flags::IF);
+    cpu.eip += insn.insn.insn.length;
+    switch (insn.id()) {
+      case ZYDIS_MNEMONIC_HLT: return CalloutAction::kStop;
+      case ZYDIS_MNEMONIC_CPUID:
+        cpu.reg(EAX) = 0x1000;
+        cpu.reg(EBX) = 0x234;
+        cpu.eflags |= flags::CF;
+        break;
+      case ZYDIS_MNEMONIC_INT: cpu.eip = int_target; break;
+      case ZYDIS_MNEMONIC_MOV:
+        if (insn.insn.ops[0].reg.value == ZYDIS_REGISTER_FS) {
+          cpu.sreg(Seg::FS).selector = uint16_t(cpu.reg(EBX));
+          cpu.sreg(Seg::FS).base = fs_base;
+        }
+        break;
+      default: break;
+    }
+    return CalloutAction::kContinue;
+  }
+  std::vector<uint32_t> eips;
+  std::vector<ZydisMnemonic> mnemonics;
+  std::vector<translator::GuestInsn> insns;
+  std::vector<bool> if_at_call;
+  uint32_t int_target = 0;
+  uint32_t fs_base = 0;
+};
+
+class Callouts : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    m = &TestMachine::get();
+    reader = std::make_unique<translator::SpanCodeReader>(
+        mmu::GuestVirt(kCode), std::span<const uint8_t>(m->memory->host(mmu::GuestPhys(kCodePa), kRegion), kRegion));
+    auto t = translator::Translator::create({}, *reader);
+    ASSERT_TRUE(t.ok());
+    tr = std::move(t.value());
+    tr->set_callout_handler(&handler);
+    cpu = TestMachine::initial_state();
+    std::memset(m->data(), 0, kRegion);
+  }
+  translator::RunResult run(std::span<const uint8_t> code, uint64_t max_blocks = 1000) {
+    std::memcpy(m->memory->host(mmu::GuestPhys(kCodePa), kRegion), code.data(), code.size());
+    return tr->run(cpu, max_blocks);
+  }
+  TestMachine* m = nullptr;
+  std::unique_ptr<translator::SpanCodeReader> reader;
+  std::unique_ptr<translator::Translator> tr;
+  RecordingHandler handler;
+  CpuState cpu;
+};
+
+INTEL(all_sensitive,
+      "in al, dx\n in eax, 0x60\n out dx, al\n out 0x80, eax\n rep insb\n rep outsd\n insw\n"
+      "mov eax, cr0\n mov cr3, eax\n mov cr4, ebx\n mov edx, cr2\n mov eax, dr7\n mov dr0, ecx\n"
+      "lgdt [eax]\n lidt [eax]\n lldt ax\n ltr ax\n sgdt [eax]\n sidt [eax]\n sldt eax\n str eax\n"
+      "smsw eax\n lmsw ax\n clts\n lar eax, ecx\n lsl eax, ecx\n verr ax\n verw ax\n"
+      "invlpg [eax]\n wbinvd\n invd\n cpuid\n rdtsc\n rdtscp\n rdmsr\n wrmsr\n"
+      "int 0x80\n int3\n iretd\n sysenter\n sysexit\n"
+      "ljmp 0x10, 0x1234\n lcall 0x10, 0x1234\n retf\n retf 8\n"
+      "mov ds, ax\n mov ss, [eax]\n pop ds\n pop es\n pop fs\n pop gs\n pop ss\n"
+      "lds eax, [ebx]\n les eax, [ebx]\n lfs eax, [ebx]\n lgs eax, [ebx]\n lss esp, [ebx]\n"
+      "ud2\n aam 0\n hlt\n")
+
+TEST_F(Callouts, EverySensitiveInstructionReachesTheHandlerAtItsEip) {
+  handler.int_target = 0;  // int 0x80 is stepped over below
+  const std::vector<ZydisMnemonic> expected = {
+      ZYDIS_MNEMONIC_IN, ZYDIS_MNEMONIC_IN, ZYDIS_MNEMONIC_OUT, ZYDIS_MNEMONIC_OUT, ZYDIS_MNEMONIC_INSB,
+      ZYDIS_MNEMONIC_OUTSD, ZYDIS_MNEMONIC_INSW, ZYDIS_MNEMONIC_MOV, ZYDIS_MNEMONIC_MOV, ZYDIS_MNEMONIC_MOV,
+      ZYDIS_MNEMONIC_MOV, ZYDIS_MNEMONIC_MOV, ZYDIS_MNEMONIC_MOV, ZYDIS_MNEMONIC_LGDT, ZYDIS_MNEMONIC_LIDT,
+      ZYDIS_MNEMONIC_LLDT, ZYDIS_MNEMONIC_LTR, ZYDIS_MNEMONIC_SGDT, ZYDIS_MNEMONIC_SIDT, ZYDIS_MNEMONIC_SLDT,
+      ZYDIS_MNEMONIC_STR, ZYDIS_MNEMONIC_SMSW, ZYDIS_MNEMONIC_LMSW, ZYDIS_MNEMONIC_CLTS, ZYDIS_MNEMONIC_LAR,
+      ZYDIS_MNEMONIC_LSL, ZYDIS_MNEMONIC_VERR, ZYDIS_MNEMONIC_VERW, ZYDIS_MNEMONIC_INVLPG, ZYDIS_MNEMONIC_WBINVD,
+      ZYDIS_MNEMONIC_INVD, ZYDIS_MNEMONIC_CPUID, ZYDIS_MNEMONIC_RDTSC, ZYDIS_MNEMONIC_RDTSCP, ZYDIS_MNEMONIC_RDMSR,
+      ZYDIS_MNEMONIC_WRMSR, ZYDIS_MNEMONIC_INT, ZYDIS_MNEMONIC_INT3, ZYDIS_MNEMONIC_IRETD, ZYDIS_MNEMONIC_SYSENTER,
+      ZYDIS_MNEMONIC_SYSEXIT, ZYDIS_MNEMONIC_JMP, ZYDIS_MNEMONIC_CALL, ZYDIS_MNEMONIC_RET, ZYDIS_MNEMONIC_RET,
+      ZYDIS_MNEMONIC_MOV, ZYDIS_MNEMONIC_MOV, ZYDIS_MNEMONIC_POP, ZYDIS_MNEMONIC_POP, ZYDIS_MNEMONIC_POP,
+      ZYDIS_MNEMONIC_POP, ZYDIS_MNEMONIC_POP, ZYDIS_MNEMONIC_LDS, ZYDIS_MNEMONIC_LES, ZYDIS_MNEMONIC_LFS,
+      ZYDIS_MNEMONIC_LGS, ZYDIS_MNEMONIC_LSS, ZYDIS_MNEMONIC_UD2, ZYDIS_MNEMONIC_AAM, ZYDIS_MNEMONIC_HLT};
+  // The handler's int 0x80 jumps to int_target: make it the next instruction.
+  // Decode the snippet to know every EIP.
+  std::vector<uint32_t> eips;
+  auto code = snippet_all_sensitive();
+  translator::GuestInsn g;
+  for (size_t off = 0; off < code.size() && translator::decode32(code.subspan(off), uint32_t(kCode + off), g);
+       off += g.insn.length) {
+    eips.push_back(g.eip);
+    if (g.insn.mnemonic == ZYDIS_MNEMONIC_INT) handler.int_target = g.next_eip();
+  }
+  ASSERT_EQ(eips.size(), expected.size());
+  auto r = run(code);
+  EXPECT_EQ(r.stop, RunStop::kCallout) << r.detail;
+  EXPECT_EQ(r.detail, "hlt");
+  EXPECT_EQ(handler.mnemonics, expected);
+  EXPECT_EQ(handler.eips, eips);
+  EXPECT_EQ(cpu.eip, kCode + code.size());
+  // Operands arrive decoded: `in eax, 0x60`, `mov cr3, eax`, `ljmp 0x10:0x1234`.
+  ASSERT_GE(handler.insns.size(), 42u);
+  EXPECT_EQ(handler.insns[1].ops[1].imm.value.u, 0x60u);
+  EXPECT_EQ(handler.insns[8].ops[0].reg.value, ZYDIS_REGISTER_CR3);
+  EXPECT_EQ(handler.insns[41].ops[0].ptr.segment, 0x10);
+  EXPECT_EQ(handler.insns[41].ops[0].ptr.offset, 0x1234u);
+  // Counted by instruction.
+  EXPECT_EQ(tr->callouts().count[ZYDIS_MNEMONIC_POP], 5u);
+  EXPECT_EQ(tr->callouts().count[ZYDIS_MNEMONIC_CPUID], 1u);
+  EXPECT_EQ(tr->callouts().total, expected.size());
+  EXPECT_NE(tr->callouts().format_counts().find("pop: 5"), std::string::npos) << tr->callouts().format_counts();
+}
+
+INTEL(cpuid_then_use,
+      "mov esi, 7\n"
+      "cpuid\n"
+      "setc cl\n"
+      "add esi, eax\n"
+      "add esi, ebx\n"
+      "int 0x80\n"
+      "mov edi, 1\n"   // skipped: the handler jumps over it
+      "1: mov edx, esi\n"
+      "hlt\n")
+
+TEST_F(Callouts, RegistersFlagsAndEipSetByTheHandlerAreSeenByTranslatedCode) {
+  auto code = snippet_cpuid_then_use();
+  handler.int_target = kCode + uint32_t(code.size()) - 1 - 2;  // "1:" = mov edx, esi (2 bytes) before hlt
+  cpu.reg(EDI) = 0;
+  auto r = run(code);
+  EXPECT_EQ(r.stop, RunStop::kCallout);
+  EXPECT_EQ(cpu.reg(ESI), 0x1000u + 0x234u + 7u);
+  EXPECT_EQ(cpu.reg(EDX), 0x123bu);
+  EXPECT_EQ(cpu.reg(ECX) & 0xff, 1u);  // CF set by the handler
+  EXPECT_EQ(cpu.reg(EDI), 0u);
+}
+
+TEST_F(Callouts, WithoutAHandlerTheyStopBeforeTheInstruction) {
+  tr->set_callout_handler(nullptr);
+  auto r = run(snippet_cpuid_then_use());
+  EXPECT_EQ(r.stop, RunStop::kNeedsInterpretation);
+  EXPECT_EQ(cpu.eip, kCode + 5);
+  EXPECT_TRUE(handler.mnemonics.empty());
+}
+
+INTEL(sti_shadow,
+      "sti\n"
+      "mov eax, 1\n"
+      "mov ebx, 2\n"
+      "hlt\n")
+INTEL(sti_hlt, "sti\n hlt\n")
+INTEL(popf_if,
+      "push 0x202\n"
+      "popfd\n"
+      "mov eax, 1\n"
+      "hlt\n")
+INTEL(cli_pushf,
+      "cli\n"
+      "pushfd\n"
+      "pop eax\n"
+      "sti\n"
+      "pushfw\n"
+      "pop bx\n"
+      "hlt\n")
+
+TEST_F(Callouts, StiWithAPendingInterruptLeavesAfterTheShadowInstruction) {
+  cpu.eflags = flags::Fixed1;
+  tr->set_irq_pending(true);
+  auto r = run(snippet_sti_shadow());
+  EXPECT_EQ(r.stop, RunStop::kIrqWindow);
+  EXPECT_EQ(cpu.eip, kCode + 1 + 5);  // after `mov eax, 1`
+  EXPECT_EQ(cpu.reg(EAX), 1u);
+  EXPECT_TRUE(cpu.eflags & flags::IF);
+  // Nothing pending: straight through to hlt.
+  cpu = TestMachine::initial_state();
+  cpu.eflags = flags::Fixed1;
+  tr->set_irq_pending(false);
+  r = run(snippet_sti_shadow());
+  EXPECT_EQ(r.stop, RunStop::kCallout);
+  EXPECT_EQ(cpu.reg(EBX), 2u);
+}
+
+TEST_F(Callouts, StiHltReachesHltWithIfSet) {
+  cpu.eflags = flags::Fixed1;
+  tr->set_irq_pending(true);
+  auto r = run(snippet_sti_hlt());
+  EXPECT_EQ(r.stop, RunStop::kCallout);
+  ASSERT_EQ(handler.mnemonics.size(), 1u);
+  EXPECT_EQ(handler.mnemonics[0], ZYDIS_MNEMONIC_HLT);
+  EXPECT_TRUE(handler.if_at_call[0]);
+}
+
+TEST_F(Callouts, PopfSettingIfWithAPendingInterruptLeavesRightAfter) {
+  cpu.eflags = flags::Fixed1;
+  tr->set_irq_pending(true);
+  auto r = run(snippet_popf_if());
+  EXPECT_EQ(r.stop, RunStop::kIrqWindow);
+  EXPECT_EQ(cpu.eip, kCode + 5 + 1);  // after push imm32 (5 bytes) and popfd
+  EXPECT_TRUE(cpu.eflags & flags::IF);
+}
+
+TEST_F(Callouts, CliAndStiChangeOnlyTheVirtualIf) {
+  cpu.eflags = flags::Fixed1 | flags::IF | flags::CF;
+  auto r = run(snippet_cli_pushf());
+  EXPECT_EQ(r.stop, RunStop::kCallout);
+  EXPECT_EQ(cpu.reg(EAX), flags::Fixed1 | flags::CF);
+  EXPECT_EQ(cpu.reg(EBX) & 0xffff, flags::Fixed1 | flags::IF | flags::CF);
+  EXPECT_TRUE(cpu.eflags & flags::IF);
+}
+
+INTEL(fs_reads,
+      "mov eax, fs:[4]\n"
+      "mov fs, bx\n"
+      "mov ecx, fs:[4]\n"
+      "mov dword ptr fs:[8], 0x55\n"
+      "hlt\n")
+
+// FS with a non-zero base (Linux's per-CPU data): folded in as a constant;
+// a segment load that changes it drops the translations that assumed it.
+TEST_F(Callouts, FsBaseIsFoldedInAndAChangeRetranslates) {
+  uint32_t* data = reinterpret_cast<uint32_t*>(m->data());
+  data[1] = 0x11111111;      // kData + 4
+  data[0x101] = 0x22222222;  // kData + 0x404
+  cpu.sreg(Seg::FS).base = kData;
+  cpu.reg(EBX) = 0x33;
+  handler.fs_base = kData + 0x400;
+  auto r = run(snippet_fs_reads());
+  EXPECT_EQ(r.stop, RunStop::kCallout);
+  EXPECT_EQ(cpu.reg(EAX), 0x11111111u);
+  EXPECT_EQ(cpu.reg(ECX), 0x22222222u);
+  EXPECT_EQ(data[0x102], 0x55u);
+  EXPECT_EQ(data[2], 0u);
+  EXPECT_EQ(cpu.sreg(Seg::FS).selector, 0x33);
+  // Run again from the start with the old base: the translation made for the
+  // new base must not be reused.
+  cpu.eip = kCode;
+  cpu.sreg(Seg::FS).base = kData;
+  data[1] = 0x44444444;
+  r = tr->run(cpu, 1000);
+  EXPECT_EQ(cpu.reg(EAX), 0x44444444u);
+}
+
+INTEL(string_ds_es,
+      "mov ecx, 4\n"
+      "rep movsd\n"
+      "mov eax, [esi]\n"
+      "hlt\n")
+
+// Non-flat DS/ES: explicit operands and string instructions both see the bases.
+TEST_F(Callouts, NonZeroDsAndEsBasesApplyToStringInstructions) {
+  uint32_t* data = reinterpret_cast<uint32_t*>(m->data());
+  for (uint32_t i = 0; i < 8; ++i) data[i] = 0xa0 + i;
+  cpu.sreg(Seg::DS).base = kData;
+  cpu.sreg(Seg::ES).base = kData + 0x100;
+  cpu.reg(ESI) = 0;
+  cpu.reg(EDI) = 0;
+  auto r = run(snippet_string_ds_es());
+  EXPECT_EQ(r.stop, RunStop::kCallout);
+  for (uint32_t i = 0; i < 4; ++i) EXPECT_EQ(data[0x40 + i], 0xa0 + i);
+  EXPECT_EQ(cpu.reg(ESI), 16u);
+  EXPECT_EQ(cpu.reg(EDI), 16u);
+  EXPECT_EQ(cpu.reg(EAX), 0xa4u);
+}
+
+INTEL(sregs,
+      "push ds\n"
+      "push fs\n"
+      "pushw gs\n"
+      "mov eax, ss\n"
+      "mov [ebx], es\n"
+      "hlt\n")
+
+TEST_F(Callouts, SegmentRegistersArePushedAndReadFromTheGuestSelectors) {
+  cpu.sreg(Seg::DS).selector = 0x7b;
+  cpu.sreg(Seg::FS).selector = 0xd8;
+  cpu.sreg(Seg::GS).selector = 0xe0;
+  cpu.sreg(Seg::SS).selector = 0x68;
+  cpu.sreg(Seg::ES).selector = 0x7b;
+  cpu.reg(EBX) = kData + 0x10;
+  cpu.reg(EAX) = 0xffffffff;
+  uint32_t* stack = reinterpret_cast<uint32_t*>(m->memory->host(mmu::GuestPhys(kStackPa + kRegion - 16), 16));
+  stack[3] = stack[2] = 0xdeadbeef;
+  auto r = run(snippet_sregs());
+  EXPECT_EQ(r.stop, RunStop::kCallout);
+  EXPECT_EQ(cpu.reg(ESP), kStackTop - 10);
+  EXPECT_EQ(stack[3], 0xdead007bu);  // a 32-bit push of a selector writes 16 bits
+  EXPECT_EQ(stack[2], 0xdead00d8u);
+  uint16_t gs;
+  std::memcpy(&gs, reinterpret_cast<uint8_t*>(stack) + 6, 2);
+  EXPECT_EQ(gs, 0xe0);
+  EXPECT_EQ(cpu.reg(EAX), 0x68u);
+  uint16_t es;
+  std::memcpy(&es, m->data() + 0x10, 2);
+  EXPECT_EQ(es, 0x7b);
+}
+
+}  // namespace
+}  // namespace bt86::test

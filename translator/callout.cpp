@@ -1,0 +1,39 @@
+// Callouts: the C++ side of the callout stub (see callout.h).
+#include "translator/callout.h"
+
+#include <algorithm>
+#include <vector>
+
+#include <spdlog/fmt/fmt.h>
+
+namespace bt86::translator {
+
+extern "C" void bt86_callout_entry(TranslatorContext* ctx, const CalloutInsn* site, CalloutRuntime* rt) {
+  // A copy: the handler may flush the translator, which frees the site.
+  const CalloutInsn insn = *site;
+  runtime::CpuState& cpu = *ctx->cpu;
+  cpu.eip = insn.insn.eip;
+  ++rt->count[insn.id()];
+  ++rt->total;
+  CalloutAction action = rt->handler->callout(cpu, insn);
+  ctx->next_eip = cpu.eip;
+  if (action == CalloutAction::kStop) {
+    rt->last_stop = insn.id();
+    ctx->exit_reason = uint32_t(ExitReason::kCalloutStop);
+  } else {
+    ctx->exit_reason = uint32_t(ExitReason::kCallout);
+  }
+}
+
+std::string CalloutRuntime::format_counts() const {
+  std::vector<std::pair<uint64_t, int>> v;
+  for (int m = 0; m <= ZYDIS_MNEMONIC_MAX_VALUE; ++m)
+    if (count[m]) v.push_back({count[m], m});
+  std::sort(v.begin(), v.end(), [](auto& a, auto& b) { return a.first > b.first; });
+  std::string s;
+  for (auto& [n, m] : v)
+    s += fmt::format("{}{}: {}", s.empty() ? "" : ", ", ZydisMnemonicGetString(ZydisMnemonic(m)), n);
+  return s;
+}
+
+}  // namespace bt86::translator
