@@ -8,6 +8,8 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <memory>
 #include <vector>
@@ -417,6 +419,163 @@ TEST_F(ShadowMmuTest, DropsCoalesceIntoFewUnmapCalls) {
   EXPECT_EQ(shadow->stats().pages_dropped - before.pages_dropped, 1024u);
   EXPECT_FALSE(readable(user(0x30000000 + 500 * kPageSize)));
   EXPECT_EQ(shadow->mapped_pages(Window::kUser), 0u);
+}
+// Timings for the README and --stats reasoning, not a pass/fail test:
+//   mmu_tests --gtest_also_run_disabled_tests --gtest_filter='*DISABLED_Timings*'
+class ShadowMmuTiming : public ShadowMmuTest {};
+TEST_F(ShadowMmuTiming, DISABLED_Timings) {
+  using Clock = std::chrono::steady_clock;
+  auto us = [](Clock::duration d) { return std::chrono::duration<double, std::micro>(d).count(); };
+  for (uint32_t cluster : {1u, 16u}) {
+    make(cluster);
+    // 4096 scattered user pages in 4 page tables.
+    for (uint32_t i = 0; i < 4096; ++i)
+      pt->map(0x40000000 + i * kPageSize, 0x100000 + ((i * 37) % 3000) * kPageSize, kUserRw | pte::D);
+    auto t0 = Clock::now();
+    uint32_t faults = 0;
+    for (uint32_t i = 0; i < 4096; ++i) {
+      if (shadow->lookup(Window::kUser, 0x40000000 + i * kPageSize)) continue;
+      ASSERT_EQ(shadow->handle_host_fault(Window::kUser, 0x40000000 + i * kPageSize, Access::kRead).kind,
+                Kind::kHidden);
+      ++faults;
+    }
+    auto t1 = Clock::now();
+    std::printf("cluster %4u: %u faults for 4096 scattered pages, %.2f us/fault, %.2f us/page\n", cluster,
+                faults, us(t1 - t0) / faults, us(t1 - t0) / 4096);
+    t0 = Clock::now();
+    shadow->load_cr3(pt->cr3());
+    t1 = Clock::now();
+    std::printf("  CR3 load dropping 4096 pages: %.1f us (%llu unmap calls)\n", us(t1 - t0),
+                (unsigned long long)shadow->stats().unmap_calls);
+  }
+  make(16);
+  for (uint32_t i = 0; i < 3; ++i) pt->map_large(0xc0000000 + i * kLargePageSize, i * kLargePageSize, pte::P | pte::RW | pte::D);
+  auto t0 = Clock::now();
+  for (uint32_t i = 0; i < 3; ++i)
+    ASSERT_EQ(shadow->handle_host_fault(Window::kKernel, 0xc0000000 + i * kLargePageSize, Access::kRead).kind,
+              Kind::kHidden);
+  auto t1 = Clock::now();
+  std::printf("4 MiB page fault: %.1f us each\n", us(t1 - t0) / 3);
+  t0 = Clock::now();
+  shadow->invlpg(0xc0000000);
+  t1 = Clock::now();
+  std::printf("INVLPG of a 4 MiB page: %.1f us\n", us(t1 - t0));
+}
+
+
+// Random page tables and a random mix of faults, guest PTE changes with
+// INVLPG, CR3 loads and code protection; after every step the invariants
+// hold for every page the shadow holds: the user window maps only what a
+// CPL-3 access may touch under the current guest tables, writable only if a
+// user write is allowed and D is set, never a protected code page writable;
+// the host mapping really shows the recorded frame (checked through a
+// per-frame tag) and its protection matches the record.
+TEST_F(ShadowMmuTest, RandomOperationsKeepTheInvariants) {
+  uint32_t seed = 12345;
+  auto rnd = [&](uint32_t n) {
+    seed = seed * 1103515245u + 12345u;
+    return (seed >> 8) % n;
+  };
+  // Tag every frame we use with its number.
+  const uint32_t first_frame = 0x100, frames = 64;
+  for (uint32_t f = first_frame; f < first_frame + frames; ++f) {
+    uint32_t tag = f;
+    std::memcpy(mem->host(GuestPhys(f << 12), 4), &tag, 4);
+  }
+  const uint32_t lins[] = {0x08000000, 0x08001000, 0x08002000, 0x08003000, 0x08400000,
+                           0x08401000, 0xc0000000, 0xc0001000, 0xc0002000, 0xbffff000};
+  auto random_pte = [&]() {
+    uint32_t flags = pte::P;
+    if (rnd(4)) flags |= pte::US;
+    if (rnd(2)) flags |= pte::RW;
+    if (rnd(2)) flags |= pte::D;
+    if (rnd(3) == 0) flags |= pte::G;
+    if (rnd(8) == 0) flags &= ~pte::P;
+    return ((first_frame + rnd(frames)) << 12) | flags;
+  };
+  for (uint32_t lin : lins) pt->map(lin, 0, 0, rnd(5) ? (pte::P | pte::RW | pte::US) : (pte::P | pte::RW));
+  for (uint32_t lin : lins) pt->set_pte(lin, random_pte());
+  std::vector<uint32_t> code_writes;
+  shadow->set_code_write_callback([&](uint32_t p) { code_writes.push_back(p); });
+
+  auto check = [&](int step) {
+    for (uint32_t lin : lins) {
+      for (Window w : {Window::kUser, Window::kKernel}) {
+        auto s = shadow->lookup(w, lin);
+        const uintptr_t host = shadow->window_base(w) + lin;
+        if (!s) {
+          ASSERT_FALSE(readable(host)) << step << " " << std::hex << lin;
+          continue;
+        }
+        uint32_t tag = 0;
+        uint8_t b;
+        for (int k = 0; k < 4; ++k) {
+          ASSERT_TRUE(readable(host + k, &b)) << step;
+          tag |= uint32_t(b) << (8 * k);
+        }
+        ASSERT_EQ(tag, s->phys >> 12) << step;
+        ASSERT_EQ(writable(host), s->writable) << step;
+        if (s->writable) {
+          ASSERT_FALSE(shadow->code_page_protected(s->phys)) << step;
+        }
+        if (w == Window::kUser && !s->global) {
+          // Entries that were not flushed since the last change must still
+          // be what the guest allows (global ones may lag, like a TLB).
+          auto t = translate(*mem, shadow->control(), lin, Access::kRead, true);
+          ASSERT_EQ(t.status, WalkStatus::kOk) << step << " " << std::hex << lin;
+          ASSERT_EQ(t.phys & ~kPageMask, s->phys) << step;
+          if (s->writable) {
+            ASSERT_TRUE(t.writable && t.dirty) << step;
+          }
+        }
+      }
+    }
+  };
+  for (int step = 0; step < 1500; ++step) {
+    const uint32_t lin = lins[rnd(std::size(lins))];
+    switch (rnd(6)) {
+      case 0:
+      case 1:
+      case 2: {
+        const Window w = rnd(2) ? Window::kUser : Window::kKernel;
+        const Access kind = rnd(2) ? Access::kWrite : Access::kRead;
+        auto out = shadow->handle_host_fault(w, lin + rnd(kPageSize), kind);
+        ASSERT_TRUE(out.kind == Kind::kHidden || out.kind == Kind::kGuestFault) << out.error;
+        if (out.kind == Kind::kHidden) {
+          auto s = shadow->lookup(w, lin);
+          ASSERT_TRUE(s);
+          if (kind == Access::kWrite) {
+            ASSERT_TRUE(s->writable);
+          }
+        }
+        break;
+      }
+      case 3:  // the guest changes a PTE and flushes it, like an OS must
+        pt->set_pte(lin, random_pte());
+        shadow->invlpg(lin);
+        break;
+      case 4:
+        if (rnd(4) == 0) {
+          // Global pages may survive; make them non-global so the check can
+          // hold them to the current tables... unless PGE keeps them.
+          for (uint32_t l : lins) pt->set_pte(l, pt->pte(l) & ~pte::G);
+          shadow->set_control_registers(kPgPe | machine::cr0::WP, pt->cr3(), machine::cr4::PSE);
+          shadow->set_control_registers(kPgPe | machine::cr0::WP, pt->cr3(),
+                                        machine::cr4::PSE | machine::cr4::PGE);
+        } else {
+          shadow->load_cr3(pt->cr3());
+        }
+        break;
+      case 5:
+        if (rnd(2)) shadow->protect_code_page((first_frame + rnd(frames)) << 12);
+        else shadow->unprotect_code_page((first_frame + rnd(frames)) << 12);
+        break;
+    }
+    check(step);
+    if (HasFatalFailure()) return;
+  }
+  EXPECT_GT(shadow->stats().hidden_faults, 100u);
+  EXPECT_GT(shadow->stats().true_faults, 50u);
 }
 
 }  // namespace
