@@ -317,5 +317,86 @@ TEST_F(Callouts, SegmentRegistersArePushedAndReadFromTheGuestSelectors) {
   EXPECT_EQ(es, 0x7b);
 }
 
+INTEL(into_bound,
+      "mov al, 0x7f\n"
+      "add al, 1\n"       // OF = 1
+      "into\n"
+      "add al, 1\n"       // OF = 0
+      "into\n"
+      "bound ecx, [ebx]\n"
+      "bound edx, [ebx]\n"
+      "mov esi, 1\n"
+      "hlt\n")
+
+// into and bound: the callout happens only when they raise #OF / #BR.
+TEST_F(Callouts, IntoAndBoundCallOutOnlyWhenTheyFault) {
+  uint32_t* data = reinterpret_cast<uint32_t*>(m->data());
+  data[0] = uint32_t(-3);
+  data[1] = 10;
+  cpu.reg(EBX) = kData;
+  cpu.reg(ECX) = 10;  // in range (inclusive)
+  cpu.reg(EDX) = 11;  // above
+  auto r = run(snippet_into_bound());
+  EXPECT_EQ(r.stop, RunStop::kCallout);
+  const std::vector<ZydisMnemonic> expected = {ZYDIS_MNEMONIC_INTO, ZYDIS_MNEMONIC_BOUND, ZYDIS_MNEMONIC_HLT};
+  EXPECT_EQ(handler.mnemonics, expected);
+  ASSERT_EQ(handler.eips.size(), 3u);
+  EXPECT_EQ(handler.eips[0], kCode + 4);
+  EXPECT_EQ(handler.eips[1], kCode + 4 + 1 + 2 + 1 + 2);
+  EXPECT_EQ(cpu.reg(ESI), 1u);
+}
+
+INTEL(pop_sp, "pop sp\n hlt\n")
+INTEL(movzx_esp_ah, "movzx esp, ah\n mov ebx, esp\n movsx sp, bh\n hlt\n")
+
+TEST_F(Callouts, PopSpKeepsTheUpperHalfOfTheIncrementedEsp) {
+  cpu.reg(ESP) = kStackTop - 4;
+  uint16_t v = 0x1234;
+  std::memcpy(m->memory->host(mmu::GuestPhys(kStackPa + kRegion - 4), 2), &v, 2);
+  auto r = run(snippet_pop_sp());
+  EXPECT_EQ(r.stop, RunStop::kCallout);
+  EXPECT_EQ(cpu.reg(ESP), ((kStackTop - 2) & 0xffff0000u) | 0x1234u);
+}
+
+TEST_F(Callouts, HighByteRegistersNextToEspBorrowATemp) {
+  cpu.reg(EAX) = 0x1234;
+  cpu.reg(ESP) = 0xabcd0000;
+  auto r = run(snippet_movzx_esp_ah());
+  EXPECT_EQ(r.stop, RunStop::kCallout);
+  EXPECT_EQ(cpu.reg(EBX), 0x12u);
+  EXPECT_EQ(cpu.reg(ESP), 0u);  // movsx sp, bh: BH = 0 (EBX = 0x12), upper half 0 from movzx
+  EXPECT_EQ(cpu.reg(EAX), 0x1234u);
+}
+
+// 16-bit near branches truncate EIP to 16 bits and push/pop 16-bit return
+// addresses; they run from a reader at 0x1000 (the stack is the test machine's).
+TEST_F(Callouts, SixteenBitBranches) {
+  static const uint8_t code[] = {
+      0x66, 0xe8, 0x05, 0x00,        // 1000 call16 1009
+      0x66, 0xeb, 0x0a,              // 1004 jmp16 1011
+      0xcc, 0xcc,                    // 1007
+      0xb8, 0x78, 0x56, 0x34, 0x12,  // 1009 mov eax, 0x12345678
+      0x66, 0xc3,                    // 100e ret16 -> 1004
+      0xcc,                          // 1010
+      0x66, 0xb8, 0x20, 0x10,        // 1011 mov ax, 0x1020
+      0x66, 0xff, 0xe0,              // 1015 jmp ax -> 1020
+      0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc, 0xcc,  // 1018
+      0x31, 0xdb,                    // 1020 xor ebx, ebx (ZF = 1)
+      0x66, 0x0f, 0x84, 0x04, 0x00,  // 1022 jz16 102b
+      0xcc, 0xcc, 0xcc, 0xcc,        // 1027
+      0xf4,                          // 102b hlt
+  };
+  translator::SpanCodeReader low(mmu::GuestVirt(0x1000), code);
+  auto t = translator::Translator::create({}, low);
+  ASSERT_TRUE(t.ok());
+  (*t)->set_callout_handler(&handler);
+  cpu.eip = 0x1000;
+  auto r = (*t)->run(cpu, 100);
+  EXPECT_EQ(r.stop, RunStop::kCallout) << r.detail;
+  EXPECT_EQ(cpu.eip, 0x102cu);
+  EXPECT_EQ(cpu.reg(EAX), 0x12341020u);
+  EXPECT_EQ(cpu.reg(ESP), kStackTop);
+}
+
 }  // namespace
 }  // namespace bt86::test

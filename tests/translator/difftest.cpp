@@ -3,6 +3,7 @@
 #include <Zydis/Zydis.h>
 
 #include <array>
+#include <cstdlib>
 #include <cstring>
 #include <spdlog/fmt/fmt.h>
 #include <memory>
@@ -131,7 +132,7 @@ class Generator {
         ok = push(g);
         if (ok) ++pushed;
       } else {
-        ok = one(g);
+        ok = chance(m_rng, 25) ? extra(g) : one(g);
       }
       (void)ok;
     }
@@ -182,6 +183,218 @@ class Generator {
   ZydisEncoderOperand rm(int bits, bool writable) {
     if (chance(m_rng, 40)) return mem(m_rng, uint16_t(bits / 8));
     return reg(writable ? wreg(bits) : rreg(bits));
+  }
+
+  void raw(Generated& g, std::initializer_list<uint8_t> bytes, uint32_t insns = 1) {
+    g.code.insert(g.code.end(), bytes);
+    g.instructions += insns;
+  }
+  void raw32(Generated& g, uint32_t v) {
+    for (int i = 0; i < 4; ++i) g.code.push_back(uint8_t(v >> (8 * i)));
+  }
+  // A register-only instruction that leaves ESP, EBP, ESI and ECX alone.
+  bool plain(Generated& g) {
+    static constexpr std::array<ZydisRegister, 4> kSafe = {ZYDIS_REGISTER_EAX, ZYDIS_REGISTER_EDX,
+                                                           ZYDIS_REGISTER_EBX, ZYDIS_REGISTER_EDI};
+    ZydisMnemonic m = pick(m_rng, kAlu2);
+    return chance(m_rng, 50) ? emit(g, m, {reg(pick(m_rng, kSafe)), reg(pick(m_rng, kSafe))})
+                             : emit(g, m, {reg(pick(m_rng, kSafe)), imm(int8_t(rng32()))});
+  }
+  uint8_t modrm_reg(ZydisRegister r) { return uint8_t(ZydisRegisterGetId(r)); }
+
+  // The instruction classes that need set-up around them (strings, div,
+  // loops, enter/leave, pusha/popa, BCD, x87/SSE, indirect branches).
+  bool extra(Generated& g) {
+    switch (below(m_rng, 12)) {
+      case 0: {  // string instruction, with or without rep, either direction
+        static constexpr std::array<uint8_t, 5> kOps = {0xa4, 0xa6, 0xaa, 0xac, 0xae};  // movs cmps stos lods scas
+        raw(g, {0x56});  // push esi (ESI is the small index elsewhere)
+        g.code.insert(g.code.end(), {0x8d, 0xb5});  // lea esi, [ebp + d]
+        raw32(g, uint32_t(int32_t(below(m_rng, 0x800)) - 0x400));
+        g.code.insert(g.code.end(), {0x8d, 0xbd});  // lea edi, [ebp + d]
+        raw32(g, uint32_t(int32_t(below(m_rng, 0x800)) - 0x400));
+        g.instructions += 2;
+        g.code.push_back(0xb9);  // mov ecx, n
+        raw32(g, below(m_rng, 8));
+        ++g.instructions;
+        raw(g, {uint8_t(chance(m_rng, 50) ? 0xfc : 0xfd)});  // cld / std
+        const uint32_t size = below(m_rng, 3);  // b, w, d
+        if (size == 1) g.code.push_back(0x66);
+        const uint32_t rep = below(m_rng, 3);
+        if (rep == 1) g.code.push_back(0xf3);
+        if (rep == 2) g.code.push_back(0xf2);
+        raw(g, {uint8_t(pick(m_rng, kOps) + (size ? 1 : 0))});
+        raw(g, {0x5e});  // pop esi
+        return true;
+      }
+      case 1: {  // div / idiv with a divisor that cannot fault
+        static constexpr std::array<ZydisRegister, 3> kDiv = {ZYDIS_REGISTER_EBX, ZYDIS_REGISTER_EDI, ZYDIS_REGISTER_ECX};
+        const int bits = std::array{8, 16, 32}[below(m_rng, 3)];
+        const bool sign = chance(m_rng, 50);
+        ZydisRegister d32 = pick(m_rng, kDiv);
+        if (bits == 8 && d32 == ZYDIS_REGISTER_EDI) d32 = ZYDIS_REGISTER_EBX;  // DI has no 8-bit form here (id 7 is BH)
+        emit(g, ZYDIS_MNEMONIC_AND, {reg(d32), imm(bits == 8 ? 0x7f : 0x7fff)});
+        emit(g, ZYDIS_MNEMONIC_OR, {reg(d32), imm(1)});
+        ZydisRegister d = bits == 32 ? d32 : bits == 16 ? ZydisRegisterEncode(ZYDIS_REGCLASS_GPR16, ZydisRegisterGetId(d32))
+                                                        : ZydisRegisterEncode(ZYDIS_REGCLASS_GPR8, ZydisRegisterGetId(d32));
+        if (bits == 8) {  // AX = AL (zero- or sign-extended): the quotient fits in AL
+          if (sign) emit(g, ZYDIS_MNEMONIC_CBW, {});
+          else emit(g, ZYDIS_MNEMONIC_MOVZX, {reg(ZYDIS_REGISTER_AX), reg(ZYDIS_REGISTER_AL)});
+        } else if (sign) {
+          emit(g, bits == 16 ? ZYDIS_MNEMONIC_CWD : ZYDIS_MNEMONIC_CDQ, {});
+        } else {
+          emit(g, ZYDIS_MNEMONIC_XOR, {reg(bits == 16 ? ZYDIS_REGISTER_DX : ZYDIS_REGISTER_EDX),
+                                       reg(bits == 16 ? ZYDIS_REGISTER_DX : ZYDIS_REGISTER_EDX)});
+        }
+        const ZydisMnemonic m = sign ? ZYDIS_MNEMONIC_IDIV : ZYDIS_MNEMONIC_DIV;
+        if (chance(m_rng, 30)) {
+          ZydisEncoderOperand slot = mem(m_rng, uint16_t(bits / 8));
+          return emit(g, ZYDIS_MNEMONIC_MOV, {slot, reg(d)}) && emit(g, m, {slot});
+        }
+        return emit(g, m, {reg(d)});
+      }
+      case 2:  // cmpxchg8b (lock sometimes), mul/imul widening
+        if (chance(m_rng, 50)) {
+          if (chance(m_rng, 30)) g.code.push_back(0xf0);
+          return emit(g, ZYDIS_MNEMONIC_CMPXCHG8B, {mem(m_rng, 8)});
+        }
+        return emit(g, chance(m_rng, 50) ? ZYDIS_MNEMONIC_MUL : ZYDIS_MNEMONIC_IMUL, {rm(size(), false)});
+      case 3: {  // loop / loope / loopne (32- or 16-bit count) over a small body
+        const uint32_t n = 1 + below(m_rng, 5);
+        g.code.push_back(0xb9);  // mov ecx, n
+        raw32(g, n);
+        ++g.instructions;
+        const size_t top = g.code.size();
+        plain(g);
+        if (chance(m_rng, 50)) plain(g);
+        const bool cx16 = chance(m_rng, 25);
+        if (cx16) g.code.push_back(0x67);
+        const uint8_t op = std::array<uint8_t, 3>{0xe2, 0xe1, 0xe0}[below(m_rng, 3)];
+        const int rel = int(top) - int(g.code.size() + 2);
+        raw(g, {op, uint8_t(int8_t(rel))});
+        return true;
+      }
+      case 4: {  // jecxz / jcxz over one instruction
+        if (chance(m_rng, 50)) emit(g, ZYDIS_MNEMONIC_XOR, {reg(ZYDIS_REGISTER_ECX), reg(ZYDIS_REGISTER_ECX)});
+        Generated next;
+        while (!plain(next)) {}
+        if (chance(m_rng, 25)) g.code.push_back(0x67);
+        raw(g, {0xe3, uint8_t(next.code.size())});
+        g.code.insert(g.code.end(), next.code.begin(), next.code.end());
+        g.instructions += next.instructions;
+        return true;
+      }
+      case 5: {  // enter n, 0 ... leave (EBP is restored by leave)
+        raw(g, {0xc8, uint8_t(below(m_rng, 256)), uint8_t(below(m_rng, 2)), 0x00});
+        plain(g);
+        raw(g, {0xc9});
+        return true;
+      }
+      case 6: {  // pusha/popa, 32 or 16 bit
+        const bool w16 = chance(m_rng, 30);
+        if (w16) g.code.push_back(0x66);
+        raw(g, {0x60});
+        plain(g);
+        if (w16) g.code.push_back(0x66);
+        raw(g, {0x61});
+        return true;
+      }
+      case 7: {  // BCD and salc; the flags they leave undefined are then cleared
+        static constexpr std::array<uint8_t, 7> kOps = {0x27, 0x2f, 0x37, 0x3f, 0xd4, 0xd5, 0xd6};
+        const uint8_t op = pick(m_rng, kOps);
+        const size_t at = g.code.size();
+        if (op == 0xd4 || op == 0xd5) {
+          uint8_t base = chance(m_rng, 60) ? 10 : uint8_t(1 + below(m_rng, 255));
+          raw(g, {op, base});
+        } else {
+          raw(g, {op});
+        }
+        translator::GuestInsn d;
+        translator::decode32(std::span(g.code).subspan(at), 0, d);
+        const uint32_t undefined = d.insn.cpu_flags ? d.insn.cpu_flags->undefined : 0;
+        if (undefined) {  // pushfd; and dword [esp], ~undefined; popfd
+          raw(g, {0x9c, 0x81, 0x24, 0x24}, 2);
+          raw32(g, ~undefined);
+          raw(g, {0x9d});
+        }
+        return true;
+      }
+      case 8: {  // arpl r/m16, r16
+        return emit(g, ZYDIS_MNEMONIC_ARPL, {rm(16, true), reg(wreg(16))});
+      }
+      case 9: {  // indirect call/jmp through a register or memory
+        const uint32_t here = kCode + uint32_t(g.code.size());
+        if (chance(m_rng, 50)) {  // mov edi, ret_pos; call edi; jmp +1; ret
+          raw(g, {0xbf});
+          raw32(g, here + 5 + 2 + 2);
+          raw(g, {0xff, 0xd7, 0xeb, 0x01, 0xc3}, 3);
+          return true;
+        }
+        // mov dword [ebp+d], target; jmp/call dword [ebp+d]
+        const int8_t d = int8_t(below(m_rng, 0x80));
+        const bool call = chance(m_rng, 50);
+        raw(g, {0xc7, 0x45, uint8_t(d)});
+        raw32(g, here + 7 + 3 + (call ? 2 : 0));
+        raw(g, {0xff, uint8_t(call ? 0x55 : 0x65), uint8_t(d)});
+        if (call) raw(g, {0xeb, 0x01, 0xc3}, 2);  // jmp +1; ret (the callee)
+        return true;
+      }
+      case 10:
+        return fpu(g);
+      default:
+        return sse(g);
+    }
+  }
+
+  // x87: loads, stores and arithmetic on the data page (any bit pattern:
+  // NaNs, denormals and stack faults are masked and deterministic).
+  bool fpu(Generated& g) {
+    static constexpr std::array<ZydisMnemonic, 6> kArith = {ZYDIS_MNEMONIC_FADD, ZYDIS_MNEMONIC_FSUB,
+                                                            ZYDIS_MNEMONIC_FMUL, ZYDIS_MNEMONIC_FDIV,
+                                                            ZYDIS_MNEMONIC_FSUBR, ZYDIS_MNEMONIC_FDIVR};
+    static constexpr std::array<ZydisMnemonic, 6> kNullary = {ZYDIS_MNEMONIC_FLD1, ZYDIS_MNEMONIC_FLDZ,
+                                                              ZYDIS_MNEMONIC_FCHS, ZYDIS_MNEMONIC_FABS,
+                                                              ZYDIS_MNEMONIC_FSQRT, ZYDIS_MNEMONIC_FLDPI};
+    ZydisEncoderOperand st0 = reg(ZYDIS_REGISTER_ST0);
+    ZydisEncoderOperand sti = reg(ZydisRegister(ZYDIS_REGISTER_ST0 + below(m_rng, 8)));
+    switch (below(m_rng, 7)) {
+      case 0: return emit(g, ZYDIS_MNEMONIC_FLD, {mem(m_rng, chance(m_rng, 50) ? 4 : 8)});
+      case 1: return emit(g, ZYDIS_MNEMONIC_FILD, {mem(m_rng, chance(m_rng, 50) ? 4 : 2)});
+      case 2: return emit(g, chance(m_rng, 50) ? ZYDIS_MNEMONIC_FST : ZYDIS_MNEMONIC_FSTP,
+                          {mem(m_rng, chance(m_rng, 50) ? 4 : 8)});
+      case 3: return emit(g, pick(m_rng, kArith), {mem(m_rng, chance(m_rng, 50) ? 4 : 8)});
+      case 4: return emit(g, pick(m_rng, kArith), {st0, sti});
+      case 5: return emit(g, ZYDIS_MNEMONIC_FXCH, {sti});
+      default: return emit(g, pick(m_rng, kNullary), {});
+    }
+  }
+
+  // SSE/SSE2 moves, arithmetic, logic, conversions and compares (which set
+  // ZF PF CF) on xmm0-7 and the data page (movups: no alignment faults).
+  bool sse(Generated& g) {
+    static constexpr std::array<ZydisMnemonic, 14> kOps = {
+        ZYDIS_MNEMONIC_ADDPS, ZYDIS_MNEMONIC_MULPS, ZYDIS_MNEMONIC_SUBSS, ZYDIS_MNEMONIC_DIVSD,
+        ZYDIS_MNEMONIC_ADDSD, ZYDIS_MNEMONIC_SQRTPS, ZYDIS_MNEMONIC_XORPS, ZYDIS_MNEMONIC_PAND,
+        ZYDIS_MNEMONIC_PADDD, ZYDIS_MNEMONIC_PSUBB, ZYDIS_MNEMONIC_MAXPD, ZYDIS_MNEMONIC_PUNPCKLBW,
+        ZYDIS_MNEMONIC_PCMPEQB, ZYDIS_MNEMONIC_MINSS};
+    auto x = [&] { return reg(ZydisRegister(ZYDIS_REGISTER_XMM0 + below(m_rng, 8))); };
+    switch (below(m_rng, 6)) {
+      case 0: return emit(g, ZYDIS_MNEMONIC_MOVUPS, {x(), mem(m_rng, 16)});
+      case 1: return emit(g, ZYDIS_MNEMONIC_MOVUPS, {mem(m_rng, 16), x()});
+      case 2: {  // a memory source must be 16-byte aligned for the packed forms: [ebp + 16k]
+        ZydisEncoderOperand m{};
+        m.type = ZYDIS_OPERAND_TYPE_MEMORY;
+        m.mem.size = 16;
+        m.mem.base = ZYDIS_REGISTER_EBP;
+        m.mem.displacement = 16 * (int32_t(below(m_rng, 128)) - 64);
+        return emit(g, pick(m_rng, kOps), {x(), chance(m_rng, 50) ? x() : m});
+      }
+      case 3: return emit(g, chance(m_rng, 50) ? ZYDIS_MNEMONIC_MOVD : ZYDIS_MNEMONIC_CVTSI2SD,
+                          {x(), reg(rreg(32))});
+      case 4: return emit(g, chance(m_rng, 50) ? ZYDIS_MNEMONIC_CVTTSD2SI : ZYDIS_MNEMONIC_MOVD,
+                          {reg(wreg(32)), x()});
+      default: return emit(g, chance(m_rng, 50) ? ZYDIS_MNEMONIC_COMISS : ZYDIS_MNEMONIC_UCOMISD, {x(), x()});
+    }
   }
 
   bool one(Generated& g) {
@@ -349,6 +562,24 @@ std::string regs(const CpuState& c) {
   return s;
 }
 
+// The architectural x87/SSE state in an FXSAVE image: FCW FSW FTW, MXCSR,
+// ST0-7 (80 bits each) and XMM0-7. FOP, FIP and FDP are left out: the
+// translated run executes at host addresses.
+std::string fpu_diff(const runtime::FpuState& a, const runtime::FpuState& b) {
+  auto range = [&](size_t from, size_t len, const char* what) -> std::string {
+    for (size_t i = from; i < from + len; ++i)
+      if (a.fxsave[i] != b.fxsave[i])
+        return fmt::format("fpu {} differs at fxsave byte {}: native {:02x}, translated {:02x}", what, i, a.fxsave[i],
+                           b.fxsave[i]);
+    return {};
+  };
+  if (auto d = range(0, 5, "control/status/tag"); !d.empty()) return d;
+  if (auto d = range(24, 4, "mxcsr"); !d.empty()) return d;
+  for (int r = 0; r < 8; ++r)
+    if (auto d = range(32 + 16 * r, 10, "st"); !d.empty()) return d;
+  return range(160, 128, "xmm");
+}
+
 std::string first_diff(const std::vector<uint8_t>& a, const std::vector<uint8_t>& b, uint32_t base) {
   for (size_t i = 0; i < a.size(); ++i)
     if (a[i] != b[i]) return fmt::format("byte at {:#x}: native {:02x}, translated {:02x}", base + i, a[i], b[i]);
@@ -361,6 +592,7 @@ DiffSummary run_difftest(uint64_t seed, uint64_t count, bool stop_at_first) {
   Harness& h = Harness::get();
   DiffSummary summary;
   translator::TranslatorStats before = h.translator->stats();
+  const bool trace = std::getenv("BT86_DIFFTEST_TRACE") != nullptr;
   for (uint64_t index = 0; index < count; ++index) {
     Rng rng(seed * 0x9E3779B97F4A7C15ull + index);
     Generated gen = Generator(rng).sequence();
@@ -370,6 +602,7 @@ DiffSummary run_difftest(uint64_t seed, uint64_t count, bool stop_at_first) {
     init.reg(runtime::ESI) = uint32_t(rng() % 16);
     init.reg(runtime::ESP) = kStackInit;
     init.eflags = rf::Fixed1 | rf::IF | (uint32_t(rng()) & rf::Arith);
+    for (size_t i = 160; i < 160 + 128; ++i) init.fpu.fxsave[i] = uint8_t(rng());  // xmm0-7
     std::vector<uint8_t> data(kDataSnapLen), stack(kStackSnapLen);
     for (auto& b : data) b = uint8_t(rng());
     for (auto& b : stack) b = uint8_t(rng());
@@ -384,6 +617,16 @@ DiffSummary run_difftest(uint64_t seed, uint64_t count, bool stop_at_first) {
     h.save(native);
 
     h.load_memory(data, stack);
+    if (trace) {
+      std::string guest;
+      translator::GuestInsn g;
+      for (size_t off = 0; off < gen.code.size() &&
+                           translator::decode32(std::span(gen.code).subspan(off), uint32_t(kCode + off), g);
+           off += g.insn.length)
+        guest += fmt::format("  {:08x}  {}\n", g.eip, translator::format_insn(g));
+      std::fprintf(stderr, "sequence %llu (native: %s):\n%s", (unsigned long long)index, native.stop.c_str(),
+                   guest.c_str());
+    }
     h.translator->flush();  // same guest addresses, new code
     translated.cpu = init;
     translator::RunResult rr = h.translator->run(translated.cpu, 1000);
@@ -405,6 +648,7 @@ DiffSummary run_difftest(uint64_t seed, uint64_t count, bool stop_at_first) {
       why = "system flags differ";
     else if (auto d = first_diff(native.data, translated.data, kDataSnap); !d.empty()) why = "data " + d;
     else if (auto d = first_diff(native.stack, translated.stack, kStackSnap); !d.empty()) why = "stack " + d;
+    else if (auto d = fpu_diff(native.cpu.fpu, translated.cpu.fpu); !d.empty()) why = d;
     if (why.empty()) continue;
 
     ++summary.mismatches;
