@@ -40,18 +40,33 @@ bool callout_mnemonic(ZydisMnemonic m) {
     case ZYDIS_MNEMONIC_LLDT: case ZYDIS_MNEMONIC_LTR: case ZYDIS_MNEMONIC_LMSW:
     case ZYDIS_MNEMONIC_CLTS: case ZYDIS_MNEMONIC_RSM: case ZYDIS_MNEMONIC_BOUND:
     case ZYDIS_MNEMONIC_INTO: case ZYDIS_MNEMONIC_RDFSBASE: case ZYDIS_MNEMONIC_RDGSBASE:
-    case ZYDIS_MNEMONIC_WRFSBASE: case ZYDIS_MNEMONIC_WRGSBASE:
+    case ZYDIS_MNEMONIC_WRFSBASE: case ZYDIS_MNEMONIC_WRGSBASE: case ZYDIS_MNEMONIC_VMCALL:
+    case ZYDIS_MNEMONIC_VMMCALL: case ZYDIS_MNEMONIC_VMFUNC: case ZYDIS_MNEMONIC_MOVDIR64B:
+    case ZYDIS_MNEMONIC_XBEGIN: case ZYDIS_MNEMONIC_XABORT: case ZYDIS_MNEMONIC_XEND:
+    case ZYDIS_MNEMONIC_SEAMCALL: case ZYDIS_MNEMONIC_TDCALL:
       return true;
     default:
       return false;
   }
 }
 
-// Categories that always leave the translated path (callout or stop).
+// Categories that always leave the translated path (callout or stop). Besides
+// the system ones, everything that could touch host state a guest must not
+// reach from the TC: PKRU (wrpkru, or xrstor of the PKRU component), FS/GS
+// bases, user interrupts (uiret pops a host RIP), shadow stacks, SGX, VMX/SVM
+// calls to the host's hypervisor, user waits, AMX tile state, processor trace.
+// The CPU model decides what the guest sees (usually #UD).
 bool callout_category(ZydisInstructionCategory c) {
   switch (c) {
     case ZYDIS_CATEGORY_INTERRUPT: case ZYDIS_CATEGORY_SYSCALL: case ZYDIS_CATEGORY_SYSRET:
     case ZYDIS_CATEGORY_SYSTEM: case ZYDIS_CATEGORY_IO: case ZYDIS_CATEGORY_IOSTRINGOP:
+    case ZYDIS_CATEGORY_PKU: case ZYDIS_CATEGORY_XSAVE: case ZYDIS_CATEGORY_XSAVEOPT:
+    case ZYDIS_CATEGORY_RDWRFSGS: case ZYDIS_CATEGORY_UINTR: case ZYDIS_CATEGORY_CET:
+    case ZYDIS_CATEGORY_SGX: case ZYDIS_CATEGORY_VTX: case ZYDIS_CATEGORY_WAITPKG:
+    case ZYDIS_CATEGORY_AMX_TILE: case ZYDIS_CATEGORY_PT: case ZYDIS_CATEGORY_PCONFIG:
+    case ZYDIS_CATEGORY_TSX_LDTRK: case ZYDIS_CATEGORY_ENQCMD: case ZYDIS_CATEGORY_KEYLOCKER:
+    case ZYDIS_CATEGORY_KEYLOCKER_WIDE: case ZYDIS_CATEGORY_RDPRU: case ZYDIS_CATEGORY_HRESET:
+    case ZYDIS_CATEGORY_PADLOCK: case ZYDIS_CATEGORY_MPX:
       return true;
     default:
       return false;
@@ -239,6 +254,9 @@ Classified Classifier::classify(const GuestInsn& g) {
     return callout_or_stop(out, "sensitive or privileged: ");
   if (denied_category(i.meta.category))
     return stop(std::string("category ") + ZydisCategoryGetString(i.meta.category));
+  // Any other instruction with a relative target would be relative to the
+  // host code once re-encoded.
+  if (i.attributes & ZYDIS_ATTRIB_IS_RELATIVE) return callout_or_stop(out, "relative target: ");
 
   const bool string_op = i.meta.category == ZYDIS_CATEGORY_STRINGOP;
   bool high_byte = false, esp_mem = false, esp_reg = false;
