@@ -17,16 +17,16 @@ void leave_to(ExpandContext& ctx, const BlockInsn& insn, uint32_t target) {
   ctx.exit_to(target, ExitReason::kBlockEnd);
 }
 void leave_indirect(ExpandContext& ctx, const BlockInsn& insn) {
-  if (insn.shadow_check) {
+  if (insn.shadow_check) {  // as emit_irq_check, with ECX parked in R14 (R13 holds the target)
     x86::Assembler& a = ctx.as();
     Label no = a.newLabel();
-    a.pushfq();
-    a.cmp(x86::byte_ptr(x86::r15, ctx_off::kIrqPending), 0);
-    a.je(no);
-    a.popfq();
+    a.mov(x86::r14, x86::rcx);
+    a.movzx(x86::ecx, x86::byte_ptr(x86::r15, ctx_off::kIrqPending));
+    a.jecxz(x86::rcx, no);
+    a.mov(x86::rcx, x86::r14);
     ctx.exit_r13(ExitReason::kIrqWindow);
     a.bind(no);
-    a.popfq();
+    a.mov(x86::rcx, x86::r14);
   }
   ctx.exit_indirect();
 }
@@ -227,19 +227,19 @@ bool branch_kind(ExpandContext& ctx, const BlockInsn& insn, Status& result) {
 
 namespace bt86::translator {
 
+// Flag-free (the guest's flags are live): the byte is tested with jrcxz on a
+// copy in RCX, guest ECX parked in R13.
 void emit_irq_check(ExpandContext& ctx, uint32_t next_eip) {
   using namespace asmjit;
   x86::Assembler& a = ctx.as();
-  Label no = a.newLabel(), yes = a.newLabel();
-  a.pushfq();
-  a.cmp(x86::byte_ptr(x86::r15, ctx_off::kIrqPending), 0);
-  a.jne(yes);
-  a.popfq();
-  a.jmp(no);
-  a.bind(yes);
-  a.popfq();
+  Label no = a.newLabel();
+  a.mov(x86::r13, x86::rcx);
+  a.movzx(x86::ecx, x86::byte_ptr(x86::r15, ctx_off::kIrqPending));
+  a.jecxz(x86::rcx, no);
+  a.mov(x86::rcx, x86::r13);
   ctx.exit_to(next_eip, ExitReason::kIrqWindow);
   a.bind(no);
+  a.mov(x86::rcx, x86::r13);
 }
 
 }  // namespace bt86::translator

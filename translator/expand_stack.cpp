@@ -124,16 +124,29 @@ void popf(ExpandContext& ctx, const GuestInsn& g) {
   a.bind(after);
 }
 
-// cli/sti: only the virtual IF changes (the host's never does).
+// Byte 1 of EFLAGS (bits 8-15) with IF (bit 9) cleared / set, for every value.
+struct IfTables {
+  uint8_t clear[256], set[256];
+  constexpr IfTables() : clear(), set() {
+    for (int v = 0; v < 256; ++v) {
+      clear[v] = uint8_t(v & ~(rf::IF >> 8));
+      set[v] = uint8_t(v | (rf::IF >> 8));
+    }
+  }
+};
+constexpr IfTables kIfTables;
+
+// cli/sti: only the virtual IF changes (the host's never does). Without
+// touching the live guest flags: byte 1 of the virtual EFLAGS goes through a
+// 256-entry table (mov only; cheaper than pushfq/popfq on every
+// local_irq_save/restore).
 void cli_sti(ExpandContext& ctx, bool set) {
   x86::Assembler& a = ctx.as();
-  a.pushfq();
   a.mov(x86::r13, x86::qword_ptr(x86::r15, ctx_off::kCpu));
-  if (set)
-    a.or_(x86::dword_ptr(x86::r13, kEflagsOff), rf::IF);
-  else
-    a.and_(x86::dword_ptr(x86::r13, kEflagsOff), ~rf::IF);
-  a.popfq();
+  a.movzx(x86::r14d, x86::byte_ptr(x86::r13, kEflagsOff + 1));
+  a.mov(x86::r8, Imm(reinterpret_cast<uint64_t>(set ? kIfTables.set : kIfTables.clear)));
+  a.mov(x86::r14b, x86::byte_ptr(x86::r8, x86::r14));
+  a.mov(x86::byte_ptr(x86::r13, kEflagsOff + 1), x86::r14b);
 }
 
 // pusha/pushad: EAX ECX EDX EBX (original) ESP EBP ESI EDI, then ESP -= 8w.

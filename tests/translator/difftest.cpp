@@ -147,7 +147,16 @@ class Generator {
     req.mnemonic = m;
     req.operand_count = uint8_t(ops.size());
     int i = 0;
-    for (const auto& o : ops) req.operands[i++] = o;
+    bool has_mem = false;
+    for (const auto& o : ops) {
+      req.operands[i++] = o;
+      if (o.type == ZYDIS_OPERAND_TYPE_MEMORY && m != ZYDIS_MNEMONIC_LEA) has_mem = true;
+    }
+    // A segment override now and then (never CS: not writable).
+    static constexpr std::array<ZydisInstructionAttributes, 5> kOverrides = {
+        ZYDIS_ATTRIB_HAS_SEGMENT_ES, ZYDIS_ATTRIB_HAS_SEGMENT_SS, ZYDIS_ATTRIB_HAS_SEGMENT_DS,
+        ZYDIS_ATTRIB_HAS_SEGMENT_FS, ZYDIS_ATTRIB_HAS_SEGMENT_GS};
+    if (has_mem && chance(m_rng, 20)) req.prefixes |= pick(m_rng, kOverrides);
     uint8_t buf[ZYDIS_MAX_INSTRUCTION_LENGTH];
     ZyanUSize len = sizeof buf;
     if (!ZYAN_SUCCESS(ZydisEncoderEncodeInstruction(&req, buf, &len))) return false;
@@ -602,6 +611,16 @@ DiffSummary run_difftest(uint64_t seed, uint64_t count, bool stop_at_first) {
     init.reg(runtime::ESI) = uint32_t(rng() % 16);
     init.reg(runtime::ESP) = kStackInit;
     init.eflags = rf::Fixed1 | rf::IF | (uint32_t(rng()) & rf::Arith);
+    // FS and GS usable; half of the sequences run with non-zero DS/ES/SS/FS/GS
+    // bases (DirectExecutor loads them natively through its LDT slots; the
+    // translator folds them in). Small enough that every access stays in the
+    // compared pages.
+    init.sreg(runtime::Seg::FS) = runtime::SegmentCache::flat_data(init.sreg(runtime::Seg::DS).selector);
+    init.sreg(runtime::Seg::GS) = runtime::SegmentCache::flat_data(init.sreg(runtime::Seg::DS).selector);
+    if (rng() % 2) {
+      for (runtime::Seg sg : {runtime::Seg::DS, runtime::Seg::ES, runtime::Seg::SS, runtime::Seg::FS, runtime::Seg::GS})
+        init.sreg(sg).base = rng() % 4 ? uint32_t(rng() % 0x80) * 16 : 0;
+    }
     for (size_t i = 160; i < 160 + 128; ++i) init.fpu.fxsave[i] = uint8_t(rng());  // xmm0-7
     std::vector<uint8_t> data(kDataSnapLen), stack(kStackSnapLen);
     for (auto& b : data) b = uint8_t(rng());

@@ -137,6 +137,24 @@ TEST(ReencodeGolden, SegmentBasesAreFoldedIntoDisplacements) {
   EXPECT_EQ(host_of_first(snippet_fs_override()), "mov eax, gs:[0x0000000000000010]");
 }
 
+INTEL(cli, "cli")
+INTEL(sti_nop, "sti\n nop")
+
+// cli/sti leave the live guest flags alone without pushfq/popfq; the
+// instruction after sti is followed by the flag-free pending-IRQ check.
+TEST(ReencodeGolden, CliStiAreFlagFree) {
+  const std::string cli = host_of_first(snippet_cli());
+  EXPECT_EQ(cli.find("pushf"), std::string::npos) << cli;
+  EXPECT_NE(cli.find("mov r14b, [r8+r14*1]"), std::string::npos) << cli;
+  Translated t = translate(snippet_sti_nop());
+  ASSERT_EQ(t.decoded.insns.size(), 2u);
+  EXPECT_TRUE(t.decoded.insns[1].shadow_check);
+  const uint32_t begin = t.meta.boundaries.at(1).host_offset, end = t.meta.boundaries.at(2).host_offset;
+  const std::string nop = disassemble({t.host.data() + begin, end - begin}, kHostAt + begin, true);
+  EXPECT_NE(nop.find("jrcxz"), std::string::npos) << nop;
+  EXPECT_EQ(nop.find("pushf"), std::string::npos) << nop;
+}
+
 INTEL(privileged, "mov eax, 1\n hlt\n nop")
 INTEL(sensitive, "add eax, ebx\n cpuid\n")
 
