@@ -33,6 +33,8 @@ WorldContext* volatile g_world = nullptr;
 
 namespace {
 
+const runtime::TranslatedCodeHook* volatile g_tc_hook = nullptr;
+
 constexpr uint16_t kHostCs = 0x33;  // __USER_CS of x86-64 Linux
 constexpr uint16_t kHostSs = 0x2b;  // __USER_DS
 constexpr uint64_t kWindowEnd = uint64_t(1) << 32;
@@ -94,6 +96,14 @@ __attribute__((no_stack_protector)) void on_signal(int signo, siginfo_t* si, voi
   greg_t* g = uc->uc_mcontext.gregs;
   WorldContext* ctx = g_world;
   const uint64_t rip = uint64_t(g[REG_RIP]);
+
+  // Translated code (the translator's cache, far above 4 GiB in CS 0x33).
+  if (const runtime::TranslatedCodeHook* hook = g_tc_hook) {
+    if (signo == tick_signal() && hook->exit_flag) *hook->exit_flag = 1;
+    const bool trap = signo == SIGSEGV || signo == SIGBUS || signo == SIGFPE || signo == SIGILL;
+    if (trap && rip >= hook->tc_begin && rip < hook->tc_end && hook->on_fault(hook->opaque, signo, si, uc))
+      return;
+  }
 
   // Guest context: the guest was entered and either the CPU is not in the
   // host's 64-bit code segment or it is inside the window. Host code is a
@@ -291,3 +301,11 @@ void TickTimer::stop() {
 }
 
 }  // namespace bt86::runtime::detail
+
+namespace bt86::runtime {
+
+void set_translated_code_hook(const TranslatedCodeHook* hook) { detail::g_tc_hook = hook; }
+
+Status install_host_signal_handlers() { return detail::install_signal_handlers(); }
+
+}  // namespace bt86::runtime

@@ -4,6 +4,9 @@
 // faulting of cpuid/rdtsc. Internal to runtime/.
 #pragma once
 
+#include <signal.h>
+#include <ucontext.h>
+
 #include <chrono>
 #include <csignal>
 #include <cstdint>
@@ -60,3 +63,30 @@ class TickTimer {
 };
 
 }  // namespace bt86::runtime::detail
+
+namespace bt86::runtime {
+
+// Faults and ticks while translated code runs (translator/, DESIGN.md §2).
+// The translator publishes one hook before it enters its translation cache and
+// withdraws it afterwards (same thread). While it is published:
+// - SIGSEGV, SIGBUS, SIGFPE and SIGILL whose RIP lies in [tc_begin, tc_end)
+//   go to on_fault (called inside the signal handler: it must be
+//   async-signal-safe). It edits the interrupted context and returns true if
+//   it took the fault; false lets the handler treat it as a bt86 fault.
+// - the preemption tick sets *exit_flag when exit_flag is not null.
+struct TranslatedCodeHook {
+  uintptr_t tc_begin = 0;
+  uintptr_t tc_end = 0;
+  bool (*on_fault)(void* opaque, int signo, siginfo_t* si, ucontext_t* uc) = nullptr;
+  void* opaque = nullptr;
+  volatile uint8_t* exit_flag = nullptr;
+};
+
+// nullptr withdraws the hook. The hook object must outlive its publication.
+void set_translated_code_hook(const TranslatedCodeHook* hook);
+
+// Installs the runtime's signal handlers and the alternate signal stack for
+// the calling thread (what DirectExecutor::create does). Idempotent.
+Status install_host_signal_handlers();
+
+}  // namespace bt86::runtime

@@ -2,6 +2,8 @@
 
 #include <asmjit/x86.h>
 
+#include <cstring>
+
 #include "runtime/cpu_state.h"
 #include "translator/expand.h"
 
@@ -20,13 +22,14 @@ class RecordingErrorHandler : public ErrorHandler {
 
 class Emitter final : public ExpandContext {
  public:
-  Emitter(const DecodedBlock& block, uint64_t exit_stub, Block& meta)
-      : m_block(block), m_stub(exit_stub), m_meta(meta) {}
+  Emitter(const DecodedBlock& block, const EmitOptions& options, Block& meta)
+      : m_block(block), m_opt(options), m_stub(options.exit_stub), m_meta(meta) {}
 
   Result<std::vector<uint8_t>> run(uint64_t host_address) {
     m_code.init(Environment(Arch::kX64), host_address);
     m_code.setErrorHandler(&m_errors);
     m_code.attach(&m_a);
+    if (m_opt.entry_check) emit_entry_check();
     for (const BlockInsn& insn : m_block.insns) {
       m_meta.boundaries.push_back({uint32_t(m_a.offset()), insn.guest.eip});
       if (auto s = emit(insn); !s) return s.error();
@@ -55,16 +58,78 @@ class Emitter final : public ExpandContext {
   x86::Assembler& as() override { return m_a; }
   const DecodedBlock& block() const override { return m_block; }
 
+  void borrowed_in_r13(int reg) override {
+    if (!m_meta.boundaries.empty()) m_meta.boundaries.back().restore_from_r13 = uint8_t(reg + 1);
+  }
+
+  // Flag-free counter increment (guest flags live in RFLAGS): R13 is free here.
+  void count(int32_t ctx_offset) {
+    m_a.mov(x86::r13, x86::qword_ptr(x86::r15, ctx_offset));
+    m_a.lea(x86::r13, x86::ptr(x86::r13, 1));
+    m_a.mov(x86::qword_ptr(x86::r15, ctx_offset), x86::r13);
+  }
+
+  // Block entry: leave with kExitRequested if TranslatorContext::exit_requested
+  // is set. Guest flags are live in RFLAGS, so the test is jrcxz on a copy of
+  // the flag in RCX (guest ECX parked in R13): no instruction here writes flags.
+  void emit_entry_check() {
+    Label body = m_a.newLabel();
+    m_a.mov(x86::r13, x86::rcx);
+    m_a.movzx(x86::ecx, x86::byte_ptr(x86::r15, ctx_off::kExitRequested));
+    m_a.jecxz(x86::rcx, body);
+    m_a.mov(x86::rcx, x86::r13);
+    m_a.mov(x86::dword_ptr(x86::r15, ctx_off::kNextEip), m_block.eip);
+    m_a.mov(x86::dword_ptr(x86::r15, ctx_off::kExitReason), uint32_t(ExitReason::kExitRequested));
+    m_a.jmp(Imm(m_stub));
+    m_a.bind(body);
+    m_a.mov(x86::rcx, x86::r13);
+    if (m_opt.count) count(ctx_off::kBlockEntries);
+  }
+
   void exit_to(uint32_t target, ExitReason reason) override {
-    m_meta.exits.push_back({uint32_t(m_a.offset()), target, reason});
+    const uint32_t at = uint32_t(m_a.offset());
+    m_meta.exits.push_back({at, target, reason});
+    if (m_opt.site_stub != 0 && reason == ExitReason::kBlockEnd) {
+      // Fixed bytes: chaining patches and restores the first five.
+      uint8_t bytes[16] = {0x41, 0xc7, 0x47, uint8_t(ctx_off::kNextEip), 0, 0, 0, 0,
+                           0x41, 0xc7, 0x47, uint8_t(ctx_off::kExitReason), 0, 0, 0, 0};
+      std::memcpy(bytes + 4, &target, 4);
+      const uint32_t r = uint32_t(reason);
+      std::memcpy(bytes + 12, &r, 4);
+      m_a.embed(bytes, sizeof bytes);
+      m_a.call(Imm(m_opt.site_stub));
+      if (uint32_t(m_a.offset()) - at != kExitSiteSize) m_errors.first = "exit site has an unexpected size";
+      return;
+    }
     m_a.mov(x86::dword_ptr(x86::r15, ctx_off::kNextEip), target);
     m_a.mov(x86::dword_ptr(x86::r15, ctx_off::kExitReason), uint32_t(reason));
     m_a.jmp(Imm(m_stub));
   }
-  // Exit with the next guest EIP in R13D (ret, indirect jmp/call). The fast
-  // in-TC lookup of the next slice goes here.
+  // Exit with the next guest EIP in R13D (ret, indirect jmp/call). With the
+  // in-TC lookup: slot = lookup[eip & 0xffff]; a hit (neg_eip + eip == 0,
+  // tested with lea/jrcxz, so the guest flags survive) jumps to slot.host.
+  // R11 and R14 are scratch; guest ECX is parked in R14 around the test.
   void exit_indirect() override {
     m_meta.exits.push_back({uint32_t(m_a.offset()), 0, ExitReason::kIndirect});
+    if (m_opt.inline_lookup) {
+      Label hit = m_a.newLabel();
+      m_a.mov(x86::r14, x86::rcx);
+      m_a.movzx(x86::ecx, x86::r13w);
+      m_a.lea(x86::rcx, x86::ptr(x86::rcx, x86::rcx));  // 2 * index: [.. + rcx*8] = 16-byte slots
+      m_a.lea(x86::r11, x86::ptr(x86::r15, x86::rcx, 3, ctx_off::kLookup));
+      m_a.mov(x86::ecx, x86::dword_ptr(x86::r11));
+      m_a.lea(x86::ecx, x86::ptr(x86::rcx, x86::r13));
+      m_a.jecxz(x86::rcx, hit);
+      m_a.mov(x86::rcx, x86::r14);
+      m_a.mov(x86::dword_ptr(x86::r15, ctx_off::kNextEip), x86::r13d);
+      m_a.mov(x86::dword_ptr(x86::r15, ctx_off::kExitReason), uint32_t(ExitReason::kIndirect));
+      m_a.jmp(Imm(m_stub));
+      m_a.bind(hit);
+      m_a.mov(x86::rcx, x86::r14);
+      if (m_opt.count) count(ctx_off::kLookupHits);
+      m_a.jmp(x86::qword_ptr(x86::r11, 8));
+      return;
+    }
     exit_r13(ExitReason::kIndirect);
   }
   void exit_r13(ExitReason reason) override {
@@ -77,6 +142,7 @@ class Emitter final : public ExpandContext {
   Status emit(const BlockInsn& insn) { return expand_insn(*this, insn); }
 
   const DecodedBlock& m_block;
+  EmitOptions m_opt;
   uint64_t m_stub;
   Block& m_meta;
   CodeHolder m_code;
@@ -97,6 +163,27 @@ uint32_t Block::guest_eip_at(uint32_t host_offset) const {
 
 Result<std::vector<uint8_t>> emit_block(const DecodedBlock& block, uint64_t host_address, uint64_t exit_stub,
                                         Block& meta) {
+  EmitOptions options;
+  options.exit_stub = exit_stub;
+  return emit_block(block, host_address, options, meta);
+}
+
+void unlinked_site_bytes(uint32_t target_eip, uint8_t out[kChainPatchSize]) {
+  out[0] = 0x41;
+  out[1] = 0xc7;
+  out[2] = 0x47;
+  out[3] = uint8_t(ctx_off::kNextEip);
+  out[4] = uint8_t(target_eip);
+}
+
+void linked_site_bytes(uint64_t site_address, uint64_t target_host, uint8_t out[kChainPatchSize]) {
+  const int32_t rel = int32_t(int64_t(target_host) - int64_t(site_address + 5));
+  out[0] = 0xe9;
+  std::memcpy(out + 1, &rel, 4);
+}
+
+Result<std::vector<uint8_t>> emit_block(const DecodedBlock& block, uint64_t host_address, const EmitOptions& options,
+                                        Block& meta) {
   meta.guest_eip = block.eip;
   meta.guest_end = block.end_eip;
   meta.guest_insns = uint32_t(block.insns.size());
@@ -104,7 +191,7 @@ Result<std::vector<uint8_t>> emit_block(const DecodedBlock& block, uint64_t host
   meta.stop_reason = block.stop_reason;
   meta.boundaries.clear();
   meta.exits.clear();
-  Emitter e(block, exit_stub, meta);
+  Emitter e(block, options, meta);
   return e.run(host_address);
 }
 

@@ -17,16 +17,32 @@ namespace bt86::translator {
 struct InsnBoundary {
   uint32_t host_offset;  // first host byte of the code for this guest instruction
   uint32_t guest_eip;
+  // Precise-fault fixup for a fault inside this instruction's host code
+  // (translator/README.md, "Precise faults"): 0 none, else 1 + the x86 number
+  // (0 = EAX ... 7 = EDI) of a guest register that the expansion borrowed and
+  // saved whole in R13; the fault handler puts R13 back into it.
+  uint8_t restore_from_r13 = 0;
 };
 
-// One way out of a block. The exit sequence is
-//   mov dword [r15+next_eip], target ; mov dword [r15+exit_reason], reason ; jmp exit_stub
-// (at least 21 bytes): chaining will overwrite its start with a jmp rel32 to
-// the target block once that exists. kIndirect exits have no fixed target.
+// One way out of a block. A direct exit (kBlockEnd with a known target) is
+//   mov dword [r15+next_eip], target ; mov dword [r15+exit_reason], reason ; call site_stub
+// exactly kExitSiteSize bytes; the call's return address tells the dispatcher
+// which site was taken. Chaining overwrites its first 5 bytes with a jmp rel32
+// to the target block; unlinking writes the original 5 bytes back.
+// kIndirect exits have no fixed target (the in-TC lookup follows them).
 struct ExitSite {
   uint32_t host_offset;
   uint32_t target_eip;
   ExitReason reason;
+  bool linked = false;  // currently patched into a jmp to the target block
+};
+inline constexpr uint32_t kExitSiteSize = 21;
+
+struct Block;
+// A chained jump into a block: exit `exit_index` of `from`.
+struct IncomingLink {
+  Block* from;
+  uint32_t exit_index;
 };
 
 struct Block {
@@ -39,14 +55,45 @@ struct Block {
   std::string stop_reason;
   std::vector<InsnBoundary> boundaries;  // ascending host_offset; the last one is the final exit
   std::vector<ExitSite> exits;
+  // Guest physical pages holding the block's bytes (GuestCodeReader::phys_page).
+  uint32_t pages[2] = {0, 0};
+  uint8_t page_count = 0;
+  // Chained jumps that land here (unlinked when this block is dropped).
+  std::vector<IncomingLink> incoming;
+  bool dead = false;       // dropped (self-modifying code): never entered or linked again
+  bool ephemeral = false;  // one-instruction block run once after a write to its own page
 
   // Guest EIP of the instruction whose host code contains host_offset.
   uint32_t guest_eip_at(uint32_t host_offset) const;
 };
 
-// Emits the block's host code as if placed at host_address, with exits that
-// jump to exit_stub. Fills meta (not host/host_size) and returns the bytes.
+struct EmitOptions {
+  uint64_t exit_stub = 0;  // plain exit: registers back to CpuState, return to C++
+  // Nonzero: direct exits `call` this stub (which records the site) instead of
+  // jumping to exit_stub, so that the dispatcher can chain them.
+  uint64_t site_stub = 0;
+  // Block entry tests TranslatorContext::exit_requested (flag-free, with jrcxz)
+  // and leaves with kExitRequested and next_eip = the block's EIP.
+  bool entry_check = false;
+  // ret / jmp r/m32 / call r/m32 look the target up in TranslatorContext::lookup
+  // and jump there on a hit; a miss exits kIndirect.
+  bool inline_lookup = false;
+  // Count block entries and lookup hits in TranslatorContext (flag-free lea increments).
+  bool count = false;
+};
+
+// Emits the block's host code as if placed at host_address. Fills meta (not
+// host/host_size) and returns the bytes. The first overload: plain exits to
+// exit_stub, no entry check, no lookup (what the golden tests show).
 Result<std::vector<uint8_t>> emit_block(const DecodedBlock& block, uint64_t host_address,
                                         uint64_t exit_stub, Block& meta);
+Result<std::vector<uint8_t>> emit_block(const DecodedBlock& block, uint64_t host_address,
+                                        const EmitOptions& options, Block& meta);
+
+// The first kChainPatchSize bytes of an unlinked direct exit site to target
+// (what unlinking writes back), and the jmp rel32 that links it.
+inline constexpr uint32_t kChainPatchSize = 5;
+void unlinked_site_bytes(uint32_t target_eip, uint8_t out[kChainPatchSize]);
+void linked_site_bytes(uint64_t site_address, uint64_t target_host, uint8_t out[kChainPatchSize]);
 
 }  // namespace bt86::translator

@@ -18,6 +18,10 @@ class GuestCodeReader {
   // returns how many were readable (0 if va itself is not). The translator
   // never asks across a page boundary it cannot read.
   virtual size_t read(mmu::GuestVirt va, std::span<uint8_t> out) const = 0;
+  // The guest physical page number (address >> 12) that holds linear address
+  // va, for self-modifying-code tracking (Translator::invalidate_code_page).
+  // The machine answers through its page tables; the default is identity.
+  virtual uint32_t phys_page(mmu::GuestVirt va) const { return uint32_t(va.value >> 12); }
 };
 
 // A run of guest code given as host bytes that stand for [base, base+size).

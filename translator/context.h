@@ -19,7 +19,21 @@ enum class ExitReason : uint32_t {
   kCallout,             // a callout handler said continue: next_eip = cpu.eip
   kCalloutStop,         // a callout handler said stop: next_eip = cpu.eip
   kIrqWindow,           // IF became 1 with irq_pending set (sti + 1 insn, popf): next_eip
+  kExitRequested,       // exit_requested was set: next_eip is the block that was about to run
+  kGuestFault,          // a host fault in translated code became a guest fault at next_eip (fault_*)
 };
+
+// One slot of the in-TC indirect-branch lookup table, indexed by the low 16
+// bits of the guest EIP. neg_eip holds -eip (mod 2^32) so that translated
+// code can test "eip matches" with lea alone (no flags): lea ecx,[neg_eip +
+// eip] is zero exactly on a match. An empty slot is {0, miss stub}: a false
+// match on EIP 0 lands in the miss stub, which does the right thing.
+struct LookupEntry {
+  uint32_t neg_eip = 0;
+  uint32_t pad_ = 0;
+  uint64_t host = 0;
+};
+inline constexpr uint32_t kLookupEntries = 1u << 16;
 
 struct alignas(16) TranslatorContext {
   runtime::CpuState* cpu = nullptr;  //  0: guest registers in/out
@@ -27,17 +41,26 @@ struct alignas(16) TranslatorContext {
   uint32_t exit_reason = 0;          // 16: ExitReason
   uint32_t next_eip = 0;             // 20: guest EIP to continue at
   uint64_t window_base = 0;          // 24: GS base while translated code runs (4 GiB aligned)
-  uint8_t exit_requested = 0;        // 32: hook for chained paths (not checked yet)
+  volatile uint8_t exit_requested = 0;  // 32: tested at every block entry; set by Translator::request_exit()
   // 33: the machine has an interrupt waiting: when the guest sets IF (sti,
   // popf) translated code leaves with kIrqWindow so it can be delivered.
   uint8_t irq_pending = 0;
   uint8_t pad_[14] = {};
   alignas(16) uint8_t host_fx[512] = {};  // 48: host x87/SSE state while the guest's is loaded
+  uint64_t last_exit = 0;            // 560: return address of the chainable exit site taken (0: none)
+  uint64_t block_entries = 0;        // 568: blocks entered (TranslatorConfig::count_in_tc)
+  uint64_t lookup_hits = 0;          // 576: indirect branches resolved in the TC (count_in_tc)
+  uint32_t fault_vector = 0;         // 584: kGuestFault: exception vector
+  uint32_t fault_error = 0;          // 588: kGuestFault: error code
+  uint32_t fault_address = 0;        // 592: kGuestFault: guest linear address (#PF)
+  uint32_t fault_access = 0;         // 596: kGuestFault: 0 read, 1 write, 2 fetch
+  alignas(16) LookupEntry lookup[kLookupEntries];  // 608: the in-TC lookup table
 };
 
 namespace ctx_off {
 inline constexpr int32_t kCpu = 0, kHostRsp = 8, kExitReason = 16, kNextEip = 20, kWindowBase = 24,
-                         kExitRequested = 32, kIrqPending = 33, kHostFx = 48;
+                         kExitRequested = 32, kIrqPending = 33, kHostFx = 48, kLastExit = 560, kBlockEntries = 568,
+                         kLookupHits = 576, kLookup = 608;
 }
 static_assert(offsetof(TranslatorContext, cpu) == ctx_off::kCpu);
 static_assert(offsetof(TranslatorContext, host_rsp) == ctx_off::kHostRsp);
@@ -47,6 +70,11 @@ static_assert(offsetof(TranslatorContext, window_base) == ctx_off::kWindowBase);
 static_assert(offsetof(TranslatorContext, exit_requested) == ctx_off::kExitRequested);
 static_assert(offsetof(TranslatorContext, host_fx) == ctx_off::kHostFx);
 static_assert(offsetof(TranslatorContext, irq_pending) == ctx_off::kIrqPending);
+static_assert(offsetof(TranslatorContext, last_exit) == ctx_off::kLastExit);
+static_assert(offsetof(TranslatorContext, block_entries) == ctx_off::kBlockEntries);
+static_assert(offsetof(TranslatorContext, lookup_hits) == ctx_off::kLookupHits);
+static_assert(offsetof(TranslatorContext, lookup) == ctx_off::kLookup);
+static_assert(sizeof(LookupEntry) == 16);
 
 const char* exit_reason_name(ExitReason reason);
 

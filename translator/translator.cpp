@@ -9,6 +9,8 @@
 
 #include "base/log.h"
 
+#include <fmt/format.h>
+
 namespace bt86::translator {
 namespace {
 
@@ -41,6 +43,8 @@ const char* exit_reason_name(ExitReason reason) {
     case ExitReason::kCallout: return "callout";
     case ExitReason::kCalloutStop: return "callout-stop";
     case ExitReason::kIrqWindow: return "irq-window";
+    case ExitReason::kExitRequested: return "exit-requested";
+    case ExitReason::kGuestFault: return "guest-fault";
   }
   return "?";
 }
@@ -53,6 +57,8 @@ const char* run_stop_name(RunStop stop) {
     case RunStop::kInternalError: return "internal-error";
     case RunStop::kCallout: return "callout";
     case RunStop::kIrqWindow: return "irq-window";
+    case RunStop::kExitRequested: return "exit-requested";
+    case RunStop::kGuestFault: return "guest-fault";
   }
   return "?";
 }
@@ -66,6 +72,14 @@ Result<std::unique_ptr<Translator>> Translator::create(const TranslatorConfig& c
   t->m_ctx = std::make_unique<TranslatorContext>();
   t->m_ctx->window_base = config.window_base;
   if (auto s = t->emit_stubs(); !s) return s.error();
+  for (LookupEntry& e : t->m_ctx->lookup) e.host = t->m_miss_stub;
+  // Faults in translated code arrive through the runtime's signal handler.
+  if (auto s = runtime::install_host_signal_handlers(); !s) return s.error();
+  t->m_hook.tc_begin = reinterpret_cast<uintptr_t>(t->m_tc->stub_area());
+  t->m_hook.tc_end = t->m_hook.tc_begin + config.tc_size;
+  t->m_hook.on_fault = &Translator::on_tc_fault;
+  t->m_hook.opaque = t.get();
+  t->m_hook.exit_flag = config.stop_on_host_tick ? &t->m_ctx->exit_requested : nullptr;
   return t;
 }
 
@@ -106,7 +120,19 @@ Status Translator::emit_stubs() {
   for (int r = 0; r < 8; ++r) a.mov(kGuestRegs[r], x86::dword_ptr(x86::r13, kGpr + 4 * r));
   a.jmp(x86::r14);
 
+  // Lookup miss: an empty or foreign slot; R13D holds the wanted EIP.
   a.align(AlignMode::kCode, 16);
+  Label miss = a.newLabel();
+  a.bind(miss);
+  a.mov(x86::dword_ptr(x86::r15, ctx_off::kNextEip), x86::r13d);
+  a.mov(x86::dword_ptr(x86::r15, ctx_off::kExitReason), uint32_t(ExitReason::kIndirect));
+  a.jmp(exit);
+
+  // Chainable exit sites `call` here: the return address names the site.
+  a.align(AlignMode::kCode, 16);
+  Label site = a.newLabel();
+  a.bind(site);
+  a.pop(x86::qword_ptr(x86::r15, ctx_off::kLastExit));
   a.bind(exit);
   a.mov(x86::r13, x86::qword_ptr(x86::r15, ctx_off::kCpu));
   for (int r = 0; r < 8; ++r) a.mov(x86::dword_ptr(x86::r13, kGpr + 4 * r), kGuestRegs[r]);
@@ -174,19 +200,137 @@ Status Translator::emit_stubs() {
   std::memcpy(m_tc->stub_area(), buf.data(), buf.size());
   m_enter = reinterpret_cast<EntryFn>(m_tc->stub_area());
   m_exit_stub = base + code.labelOffset(exit);
+  m_site_stub = base + code.labelOffset(site);
+  m_miss_stub = base + code.labelOffset(miss);
   m_callouts.stub = base + code.labelOffset(callout);
   return Ok{};
+}
+
+void Translator::clear_lookup() {
+  for (uint16_t slot : m_lookup_used) m_ctx->lookup[slot] = LookupEntry{0, 0, m_miss_stub};
+  m_lookup_used.clear();
+}
+
+void Translator::fill_lookup(uint32_t eip, const Block& b) {
+  LookupEntry& e = m_ctx->lookup[eip & 0xffff];
+  e.neg_eip = uint32_t(0) - eip;
+  e.host = reinterpret_cast<uint64_t>(b.host);
+  m_lookup_used.push_back(uint16_t(eip & 0xffff));
+  if (m_lookup_used.size() > 4 * kLookupEntries) {  // keep the list bounded: rebuild it
+    std::vector<uint16_t> used;
+    for (uint32_t i = 0; i < kLookupEntries; ++i)
+      if (m_ctx->lookup[i].host != m_miss_stub) used.push_back(uint16_t(i));
+    m_lookup_used = std::move(used);
+  }
+  ++m_stats.lookup_fills;
+}
+
+void Translator::set_callout_handler(CalloutHandler* handler) {
+  flush();
+  m_callouts.handler = handler;
 }
 
 void Translator::drop_blocks() {
   m_blocks.clear();
   m_callouts.clear();
   m_seg_used = 0;
+  m_pages.clear();
+  m_by_host.clear();
+  m_owned.clear();
+  clear_lookup();
+  m_step_eip.reset();
+  m_fault_block = nullptr;
+  ++m_generation;
 }
 
-void Translator::set_callout_handler(CalloutHandler* handler) {
-  flush();
-  m_callouts.handler = handler;
+Block* Translator::block_by_host(uint64_t host_address) const {
+  size_t lo = 0, hi = m_by_host.size();
+  while (lo < hi) {
+    const size_t mid = (lo + hi) / 2;
+    if (reinterpret_cast<uint64_t>(m_by_host[mid]->host) <= host_address) lo = mid + 1;
+    else hi = mid;
+  }
+  if (lo == 0) return nullptr;
+  Block* b = m_by_host[lo - 1];
+  const uint64_t start = reinterpret_cast<uint64_t>(b->host);
+  return host_address < start + b->host_size ? b : nullptr;
+}
+
+// Undoes everything that points at b: chained jumps into it, its own links
+// (removed from the targets' incoming lists), its lookup slot, its map and
+// page entries. Its code stays in the TC until the next flush.
+void Translator::drop_block(Block* b) {
+  if (b->dead) return;
+  b->dead = true;
+  for (const IncomingLink& in : b->incoming) {
+    Block* from = in.from;
+    if (from->dead) continue;
+    ExitSite& site = from->exits[in.exit_index];
+    unlinked_site_bytes(site.target_eip, const_cast<uint8_t*>(from->host) + site.host_offset);
+    site.linked = false;
+    ++m_stats.chain_unlinks;
+  }
+  b->incoming.clear();
+  for (uint32_t i = 0; i < b->exits.size(); ++i) {
+    ExitSite& site = b->exits[i];
+    if (!site.linked) continue;
+    site.linked = false;
+    auto it = m_blocks.find(site.target_eip);
+    if (it == m_blocks.end()) continue;
+    auto& in = it->second->incoming;
+    std::erase_if(in, [&](const IncomingLink& l) { return l.from == b && l.exit_index == i; });
+  }
+  if (b->host) {
+    LookupEntry& e = m_ctx->lookup[b->guest_eip & 0xffff];
+    if (e.host == reinterpret_cast<uint64_t>(b->host)) e = LookupEntry{0, 0, m_miss_stub};
+  }
+  if (auto it = m_blocks.find(b->guest_eip); it != m_blocks.end() && it->second == b) m_blocks.erase(it);
+  for (uint8_t i = 0; i < b->page_count; ++i) {
+    auto it = m_pages.find(b->pages[i]);
+    if (it == m_pages.end()) continue;
+    std::erase(it->second, b);
+    if (it->second.empty()) m_pages.erase(it);
+  }
+}
+
+void Translator::invalidate_code_page(uint32_t phys_page) {
+  auto it = m_pages.find(phys_page);
+  if (it == m_pages.end()) return;
+  std::vector<Block*> victims = std::move(it->second);
+  m_pages.erase(it);
+  for (Block* b : victims) {
+    drop_block(b);
+    ++m_stats.blocks_dropped;
+  }
+  ++m_stats.code_page_invalidations;
+  // Stopped at a fault (typically the write that brought us here) inside a
+  // block on this page: re-running that block's page as code would protect it
+  // again before the write completes, so the faulting instruction runs once
+  // from an uncached one-instruction block (QEMU does the same).
+  if (Block* f = m_fault_block) {
+    for (uint8_t i = 0; i < f->page_count; ++i)
+      if (f->pages[i] == phys_page) m_step_eip = m_fault_eip;
+  }
+}
+
+void Translator::try_link(uint64_t site_return, uint32_t target_eip, const runtime::CpuState& cpu) {
+  const uint64_t generation = m_generation;
+  const Block* target = block_at(target_eip, cpu);  // may translate, and flush a full TC
+  if (!target || !target->host || generation != m_generation) return;
+  Block* from = block_by_host(site_return - 1);
+  if (!from || from->dead || from->ephemeral) return;
+  const uint32_t offset = uint32_t(site_return - reinterpret_cast<uint64_t>(from->host)) - kExitSiteSize;
+  for (uint32_t i = 0; i < from->exits.size(); ++i) {
+    ExitSite& site = from->exits[i];
+    if (site.host_offset != offset) continue;
+    if (site.linked || site.target_eip != target_eip || site.reason != ExitReason::kBlockEnd) return;
+    uint8_t* at = const_cast<uint8_t*>(from->host) + site.host_offset;
+    linked_site_bytes(reinterpret_cast<uint64_t>(at), reinterpret_cast<uint64_t>(target->host), at);
+    site.linked = true;
+    const_cast<Block*>(target)->incoming.push_back({from, i});
+    ++m_stats.chain_links;
+    return;
+  }
 }
 
 void Translator::flush() {
@@ -195,9 +339,9 @@ void Translator::flush() {
   ++m_stats.invalidations;
 }
 
-Result<const Block*> Translator::translate(uint32_t eip) {
+Result<const Block*> Translator::translate(uint32_t eip, bool ephemeral) {
   BuildOptions options;
-  options.max_insns = m_config.max_block_insns;
+  options.max_insns = ephemeral ? 1 : m_config.max_block_insns;
   options.seg_base = m_seg_base;
   options.callouts = m_callouts.handler ? &m_callouts : nullptr;
   DecodedBlock decoded = build_block(*m_code, eip, options);
@@ -213,8 +357,14 @@ Result<const Block*> Translator::translate(uint32_t eip) {
     block->end = BlockEnd::kStop;
     block->stop_reason = decoded.stop_reason;
   } else {
+    EmitOptions emit;
+    emit.exit_stub = m_exit_stub;
+    emit.site_stub = m_config.chain ? m_site_stub : 0;
+    emit.entry_check = true;
+    emit.inline_lookup = m_config.chain;
+    emit.count = m_config.count_in_tc;
     for (int attempt = 0;; ++attempt) {
-      auto bytes = emit_block(decoded, m_tc->cursor(), m_exit_stub, *block);
+      auto bytes = emit_block(decoded, m_tc->cursor(), emit, *block);
       if (!bytes) return bytes.error();
       uint8_t* at = m_tc->allocate(bytes->size());
       if (!at) {
@@ -235,8 +385,28 @@ Result<const Block*> Translator::translate(uint32_t eip) {
     m_stats.guest_bytes += decoded.end_eip - decoded.eip;
     m_stats.tc_bytes += block->host_size;
   }
-  const Block* raw = block.get();
-  m_blocks[eip] = std::move(block);
+  Block* raw = block.get();
+  raw->ephemeral = ephemeral;
+  if (raw->host) {
+    m_by_host.push_back(raw);  // ascending: the TC is bump-allocated
+  }
+  m_owned.push_back(std::move(block));
+  if (ephemeral) return raw;
+  m_blocks[eip] = raw;
+  // The guest physical pages its bytes came from (at most two: blocks stop at
+  // a page boundary, only their last instruction may cross it).
+  raw->pages[0] = m_code->phys_page(mmu::GuestVirt(eip));
+  raw->page_count = 1;
+  if (raw->guest_end > eip && ((raw->guest_end - 1) >> 12) != (eip >> 12)) {
+    raw->pages[1] = m_code->phys_page(mmu::GuestVirt(raw->guest_end - 1));
+    if (raw->pages[1] != raw->pages[0]) raw->page_count = 2;
+  }
+  for (uint8_t i = 0; i < raw->page_count; ++i) {
+    auto& list = m_pages[raw->pages[i]];
+    list.push_back(raw);
+    if (list.size() == 1 && m_on_code_page) m_on_code_page(raw->pages[i]);
+  }
+  if (m_trace_sink && raw->host) m_trace_sink(trace_block(*raw));
   return raw;
 }
 
@@ -251,7 +421,7 @@ const Block* Translator::block_at(uint32_t eip, const runtime::CpuState& cpu) {
     }
   }
   for (int s = 0; s < runtime::kNumSegs; ++s) m_seg_base[s] = cpu.seg[s].base;
-  if (auto it = m_blocks.find(eip); it != m_blocks.end()) return it->second.get();
+  if (auto it = m_blocks.find(eip); it != m_blocks.end()) return it->second;
   auto b = translate(eip);
   if (!b) {
     log::get("translator")->error("translating {:#x}: {}", eip, b.error().message);
@@ -273,10 +443,27 @@ RunResult Translator::run(runtime::CpuState& cpu, uint64_t max_blocks) {
   const uint64_t host_gs = get_gs_base();
   if (host_gs != m_ctx->window_base) set_gs_base(m_ctx->window_base);
   m_ctx->cpu = &cpu;
+  m_fault_block = nullptr;
+  runtime::set_translated_code_hook(&m_hook);
 
   result.stop = RunStop::kMaxBlocks;
   while (result.blocks_run < max_blocks) {
-    const Block* b = block_at(cpu.eip, cpu);
+    if (m_ctx->exit_requested) {
+      m_ctx->exit_requested = 0;
+      ++m_stats.exit_requests;
+      result.stop = RunStop::kExitRequested;
+      break;
+    }
+    const Block* b = nullptr;
+    if (m_step_eip && *m_step_eip == cpu.eip) {
+      m_step_eip.reset();
+      auto r = translate(cpu.eip, /*ephemeral=*/true);
+      if (r) b = r.value();
+      ++m_stats.uncached_steps;
+    } else {
+      m_step_eip.reset();
+      b = block_at(cpu.eip, cpu);
+    }
     if (!b) {
       result.stop = RunStop::kInternalError;
       result.detail = "translation failed";
@@ -287,15 +474,18 @@ RunResult Translator::run(runtime::CpuState& cpu, uint64_t max_blocks) {
       result.detail = b->stop_reason;
       break;
     }
-    std::string stop_reason = b->end == BlockEnd::kStop ? b->stop_reason : std::string();
     m_ctx->exit_reason = uint32_t(ExitReason::kNone);
+    m_ctx->last_exit = 0;
     m_enter(m_ctx.get(), b->host);
     ++result.blocks_run;
     cpu.eip = m_ctx->next_eip;
     const ExitReason reason = ExitReason(m_ctx->exit_reason);
     if (reason == ExitReason::kNeedsInterpretation) {
+      // The block that stopped may have been reached through a link; the
+      // (cached, empty) block at the stop EIP knows why.
+      const Block* stop = block_at(cpu.eip, cpu);
       result.stop = RunStop::kNeedsInterpretation;
-      result.detail = std::move(stop_reason);
+      result.detail = stop ? stop->stop_reason : std::string();
       break;
     }
     if (reason == ExitReason::kCalloutStop) {
@@ -307,12 +497,192 @@ RunResult Translator::run(runtime::CpuState& cpu, uint64_t max_blocks) {
       result.stop = RunStop::kIrqWindow;
       break;
     }
+    if (reason == ExitReason::kExitRequested) continue;  // the loop head reports it
+    if (reason == ExitReason::kGuestFault) {
+      result.stop = RunStop::kGuestFault;
+      result.fault.vector = uint8_t(m_ctx->fault_vector);
+      result.fault.error_code = m_ctx->fault_error;
+      result.fault.has_error_code = m_ctx->fault_vector == 13 || m_ctx->fault_vector == 14;
+      result.fault.linear_address = m_ctx->fault_address;
+      result.fault.access = FaultAccess(m_ctx->fault_access);
+      result.detail = fmt::format("vector {} error {:#x} address {:#x}", m_ctx->fault_vector, m_ctx->fault_error,
+                                  m_ctx->fault_address);
+      m_fault_eip = cpu.eip;
+      ++m_stats.guest_faults;
+      break;
+    }
+    if (!m_config.chain) continue;
+    if (reason == ExitReason::kBlockEnd && m_ctx->last_exit != 0) {
+      try_link(m_ctx->last_exit, cpu.eip, cpu);
+    } else if (reason == ExitReason::kIndirect) {
+      ++m_stats.lookup_misses;
+      if (const Block* t = block_at(cpu.eip, cpu); t && t->host) fill_lookup(cpu.eip, *t);
+    }
   }
+  runtime::set_translated_code_hook(nullptr);
   m_stats.blocks_run += result.blocks_run;
   result.eip = cpu.eip;
   m_ctx->cpu = nullptr;
   if (host_gs != m_ctx->window_base) set_gs_base(host_gs);
   return result;
+}
+
+// Runs inside the signal handler (runtime/host_signals.cpp): no allocation,
+// no locks, no exceptions; only reads of structures that do not change while
+// translated code runs (m_by_host, the blocks' boundaries).
+bool Translator::on_tc_fault(void* opaque, int signo, siginfo_t* si, ucontext_t* uc) {
+  auto* t = static_cast<Translator*>(opaque);
+  greg_t* g = uc->uc_mcontext.gregs;
+  Block* b = t->block_by_host(uint64_t(g[REG_RIP]));
+  if (!b) return false;  // a stub: a bt86 bug, not a guest fault
+  const uint32_t offset = uint32_t(uint64_t(g[REG_RIP]) - reinterpret_cast<uint64_t>(b->host));
+  const InsnBoundary* at = nullptr;
+  for (const InsnBoundary& bd : b->boundaries) {
+    if (bd.host_offset > offset) break;
+    at = &bd;
+  }
+  if (!at) return false;  // the entry check touches no guest memory
+  TranslatorContext& ctx = *t->m_ctx;
+  const uint64_t trapno = uint64_t(g[REG_TRAPNO]), err = uint64_t(g[REG_ERR]);
+  const uint64_t addr = reinterpret_cast<uint64_t>(si->si_addr);
+  uint32_t vector = 13, error = 0, linear = 0, access = 0;
+  switch (signo) {
+    case SIGSEGV:
+    case SIGBUS:
+      if (trapno == 14 || signo == SIGBUS) {
+        // SDM vol. 3 §4.7: P (bit 0), W/R (bit 1), I/D (bit 4). The host U
+        // bit is always set (the host runs us in user mode); the guest is at
+        // CPL 0. Every guest access is GS-relative into the window.
+        if (addr - ctx.window_base >= (uint64_t(1) << 32)) return false;
+        vector = 14;
+        error = uint32_t(err & 0x13);
+        if (signo == SIGBUS) error |= 1;
+        linear = uint32_t(addr - ctx.window_base);
+        access = (err & 0x10) ? 2 : (err & 2) ? 1 : 0;
+      } else if (trapno == 17) {
+        vector = 17;
+      }  // else #GP(0): misaligned SSE operand and the like
+      break;
+    case SIGFPE:
+      vector = trapno == 16 ? 16 : trapno == 19 ? 19 : 0;
+      break;
+    case SIGILL:
+      vector = 6;
+      break;
+    default:
+      return false;
+  }
+  if (at->restore_from_r13) {
+    // x86 register number -> ucontext slot.
+    static constexpr int kSlot[8] = {REG_RAX, REG_RCX, REG_RDX, REG_RBX, REG_R12, REG_RBP, REG_RSI, REG_RDI};
+    g[kSlot[at->restore_from_r13 - 1]] = g[REG_R13];
+  }
+  ctx.fault_vector = vector;
+  ctx.fault_error = error;
+  ctx.fault_address = linear;
+  ctx.fault_access = access;
+  ctx.next_eip = at->guest_eip;
+  ctx.exit_reason = uint32_t(ExitReason::kGuestFault);
+  t->m_fault_block = b;
+  // The exit stub stores the interrupted registers and flags: the state
+  // before the faulting instruction (README "Precise faults").
+  g[REG_RIP] = greg_t(t->m_exit_stub);
+  return true;
+}
+
+namespace {
+
+// One line per host instruction, indented under the guest instruction.
+void append_host(std::string& out, const uint8_t* code, uint32_t begin, uint32_t end) {
+  const uint64_t base = reinterpret_cast<uint64_t>(code);
+  ZydisDisassembledInstruction d;
+  for (uint32_t off = begin; off < end;) {
+    if (!ZYAN_SUCCESS(ZydisDisassembleIntel(ZYDIS_MACHINE_MODE_LONG_64, base + off, code + off, end - off, &d))) {
+      out += fmt::format("      {:012x}  (bad)\n", base + off);
+      return;
+    }
+    out += fmt::format("      {:012x}  {}\n", base + off, d.text);
+    off += d.info.length;
+  }
+}
+
+}  // namespace
+
+std::string Translator::trace_block(const Block& b) const {
+  std::string out = fmt::format("block {:08x}..{:08x}: {} guest insns ({} bytes) -> {} host bytes at {:#x}{}{}\n",
+                                b.guest_eip, b.guest_end, b.guest_insns, b.guest_end - b.guest_eip, b.host_size,
+                                reinterpret_cast<uint64_t>(b.host), b.dead ? " [dropped]" : "",
+                                b.ephemeral ? " [uncached]" : "");
+  if (!b.host) return out + "  not translated: " + b.stop_reason + "\n";
+  uint32_t first = b.boundaries.empty() ? b.host_size : b.boundaries[0].host_offset;
+  if (first > 0) {
+    out += "  (entry: exit-request check)\n";
+    append_host(out, b.host, 0, first);
+  }
+  for (size_t i = 0; i < b.boundaries.size(); ++i) {
+    const InsnBoundary& bd = b.boundaries[i];
+    const uint32_t end = i + 1 < b.boundaries.size() ? b.boundaries[i + 1].host_offset : b.host_size;
+    const bool final_exit = bd.guest_eip == b.guest_end && i + 1 == b.boundaries.size() && b.end != BlockEnd::kBranch;
+    if (final_exit) {
+      out += fmt::format("  {:08x}  (exit: {})\n", bd.guest_eip,
+                         b.end == BlockEnd::kStop ? "needs interpretation: " + b.stop_reason : std::string("fall through"));
+    } else {
+      uint8_t bytes[ZYDIS_MAX_INSTRUCTION_LENGTH] = {};
+      const size_t n = m_code->read(mmu::GuestVirt(bd.guest_eip), bytes);
+      GuestInsn g;
+      const std::string text = decode32(std::span<const uint8_t>(bytes, n), bd.guest_eip, g) ? format_insn(g)
+                                                                                               : std::string("(bytes changed)");
+      out += fmt::format("  {:08x}  {}\n", bd.guest_eip, text);
+    }
+    append_host(out, b.host, bd.host_offset, end);
+  }
+  for (const ExitSite& e : b.exits) {
+    if (e.reason == ExitReason::kIndirect)
+      out += fmt::format("  exit +{:#x}: indirect (in-TC lookup)\n", e.host_offset);
+    else
+      out += fmt::format("  exit +{:#x}: {} -> {:08x}{}\n", e.host_offset, exit_reason_name(e.reason), e.target_eip,
+                         e.linked ? " [linked]" : "");
+  }
+  return out;
+}
+
+std::string Translator::format_stats() const {
+  const TranslatorStats& s = m_stats;
+  std::string out = "translator:\n";
+  out += fmt::format("  blocks translated   {}\n", s.blocks_translated);
+  out += fmt::format("  guest insns in      {}\n", s.guest_insns);
+  out += fmt::format("  guest bytes in      {}\n", s.guest_bytes);
+  out += fmt::format("  TC bytes out        {} ({:.2f} per guest byte; {} of {} in use)\n", s.tc_bytes,
+                     s.guest_bytes ? double(s.tc_bytes) / double(s.guest_bytes) : 0.0, m_tc->used(), m_tc->capacity());
+  out += fmt::format("  dispatcher entries  {}\n", s.blocks_run);
+  out += fmt::format("  chain links made    {} (unlinked {})\n", s.chain_links, s.chain_unlinks);
+  if (m_config.count_in_tc) {
+    const uint64_t entries = m_ctx->block_entries, hits = m_ctx->lookup_hits;
+    const uint64_t chained = entries >= s.blocks_run + hits ? entries - s.blocks_run - hits : 0;
+    out += fmt::format("  block entries       {} (chained {}, lookup {}, dispatcher {})\n", entries, chained, hits,
+                       s.blocks_run);
+    out += fmt::format("  lookup hits         {}\n", hits);
+  } else {
+    out += "  chain links used    (not counted: TranslatorConfig::count_in_tc is off)\n";
+    out += "  lookup hits         (not counted: TranslatorConfig::count_in_tc is off)\n";
+  }
+  out += fmt::format("  lookup misses       {} (slots filled {})\n", s.lookup_misses, s.lookup_fills);
+  out += fmt::format("  exit requests       {}\n", s.exit_requests);
+  out += fmt::format("  guest faults        {}\n", s.guest_faults);
+  out += fmt::format("  TC flushes          {} (full) + {} (flush())\n", s.tc_flushes, s.invalidations);
+  out += fmt::format("  code page invalidations {} ({} blocks dropped, {} uncached steps)\n",
+                     s.code_page_invalidations, s.blocks_dropped, s.uncached_steps);
+  out += "  insns by kind:";
+  for (int k = 0; k < kInsnKindCount; ++k)
+    if (s.insns_by_kind[k]) out += fmt::format(" {}={}", insn_kind_name(InsnKind(k)), s.insns_by_kind[k]);
+  out += "\n";
+  // Callouts by instruction (issue 3: sensitive instructions handled through
+  // a call into C++) are counted by the callout code; they go here.
+  if (!s.stops.empty()) {
+    out += "  blocks ended before:\n";
+    for (const auto& [why, n] : s.stops) out += fmt::format("    {:6}  {}\n", n, why);
+  }
+  return out;
 }
 
 }  // namespace bt86::translator

@@ -6,14 +6,19 @@
 // control at the exit stub with an ExitReason and the next guest EIP.
 #pragma once
 
+#include <csignal>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "base/result.h"
 #include "runtime/cpu_state.h"
+#include "runtime/host_signals.h"
 #include "translator/block_emitter.h"
 #include "translator/callout.h"
 #include "translator/code_reader.h"
@@ -28,6 +33,16 @@ struct TranslatorConfig {
   // Host address of the guest window translated code addresses through GS.
   // 4 GiB aligned; 0 is the user window (a separate kernel window is planned).
   uint64_t window_base = 0;
+  // Direct exits jump straight to their target block once it exists, and
+  // ret / jmp r/m32 / call r/m32 look their target up inside the TC. Off:
+  // every block returns to the dispatcher (max_blocks then counts every block).
+  bool chain = true;
+  // Count block entries and in-TC lookup hits in translated code (three
+  // flag-free instructions per block entry / hit).
+  bool count_in_tc = false;
+  // The runtime's preemption tick (runtime::detail::tick_signal) while
+  // translated code runs stops it with RunStop::kExitRequested.
+  bool stop_on_host_tick = false;
 };
 
 struct TranslatorStats {
@@ -37,7 +52,16 @@ struct TranslatorStats {
   uint64_t tc_bytes = 0;
   uint64_t tc_flushes = 0;       // flushes because the TC was full
   uint64_t invalidations = 0;    // flush() called by the owner, or segment flatness changed
-  uint64_t blocks_run = 0;
+  uint64_t blocks_run = 0;        // blocks entered from the dispatcher
+  uint64_t chain_links = 0;       // direct exits patched into jumps to their target
+  uint64_t chain_unlinks = 0;     // links undone because their target was dropped
+  uint64_t lookup_misses = 0;     // indirect branches that returned to the dispatcher
+  uint64_t lookup_fills = 0;      // lookup slots written by the dispatcher
+  uint64_t exit_requests = 0;     // runs stopped by request_exit() / the tick
+  uint64_t guest_faults = 0;      // host faults in translated code turned into guest faults
+  uint64_t code_page_invalidations = 0;  // invalidate_code_page() calls that dropped blocks
+  uint64_t blocks_dropped = 0;    // blocks dropped by invalidate_code_page()
+  uint64_t uncached_steps = 0;    // one-instruction blocks run after a write to their own page
   uint64_t insns_by_kind[kInsnKindCount] = {};  // translated guest instructions, by InsnKind
   std::map<std::string, uint64_t> stops;  // why blocks ended before an instruction, by reason
 };
@@ -49,13 +73,30 @@ enum class RunStop : uint8_t {
   kInternalError,        // emission failed (detail); a bug or the TC is too small
   kCallout,              // the CalloutHandler returned kStop; eip = the cpu.eip it set
   kIrqWindow,            // the guest set IF (sti + shadow, popf) with irq_pending set; eip = next
+  kExitRequested,        // request_exit() or the host tick; eip is the next block to run
+  kGuestFault,           // the instruction at eip faulted (RunResult::fault); state is before it
+};
+
+enum class FaultAccess : uint8_t { kRead, kWrite, kFetch };
+
+// A guest exception raised by an instruction in translated code. The guest
+// registers, flags and EIP in CpuState are those before the instruction (it
+// had no architectural effect), so the owner can deliver the exception or
+// fix the cause (map the page) and run again to retry it.
+struct GuestFault {
+  uint8_t vector = 0;           // 0 #DE, 6 #UD, 13 #GP, 14 #PF, 16 #MF, 19 #XM
+  bool has_error_code = false;  // #GP, #PF
+  uint32_t error_code = 0;      // #PF: P (bit 0), W (bit 1), I/D (bit 4); U is 0 (CPL 0)
+  uint32_t linear_address = 0;  // #PF: the guest linear address (CR2)
+  FaultAccess access = FaultAccess::kRead;
 };
 
 struct RunResult {
   RunStop stop = RunStop::kInternalError;
   uint32_t eip = 0;
   std::string detail;
-  uint64_t blocks_run = 0;
+  uint64_t blocks_run = 0;  // blocks entered from the dispatcher (chained ones are not counted)
+  GuestFault fault;         // kGuestFault
 };
 
 const char* run_stop_name(RunStop stop);
@@ -66,13 +107,21 @@ class Translator {
   ~Translator();
 
   // Runs translated blocks from cpu.eip until something the translator does
-  // not handle or max_blocks blocks. cpu is updated at every block exit.
+  // not handle, a guest fault, an exit request or max_blocks entries from the
+  // dispatcher (with chaining, blocks reached through links or the in-TC
+  // lookup are not counted: bound the time with request_exit()). cpu is
+  // updated whenever translated code returns.
   RunResult run(runtime::CpuState& cpu, uint64_t max_blocks);
+
+  // Async-signal-safe, callable from any thread: the running (or next) run()
+  // returns kExitRequested at the next block entry. run() clears the request
+  // when it returns for it.
+  void request_exit() { m_ctx->exit_requested = 1; }
 
   // The block at eip, translating it if needed (nullptr on internal error).
   // Exposed for tests and tracing.
   const Block* block_at(uint32_t eip, const runtime::CpuState& cpu);
-  // Drops every translation (guest code changed; SMC detection comes later).
+  // Drops every translation and empties the TC.
   void flush();
 
   // Sensitive and privileged instructions call handler (callout.h); without
@@ -83,6 +132,26 @@ class Translator {
   // kIrqWindow when the guest sets IF (TranslatorContext::irq_pending).
   void set_irq_pending(bool pending) { m_ctx->irq_pending = pending ? 1 : 0; }
 
+  // Self-modifying code: drops every block with bytes on guest physical page
+  // phys_page, unlinks the chains into them and empties their lookup slots.
+  // Safe while stopped at a guest fault inside one of them: if the faulting
+  // instruction's block was on the page, the next run() executes that one
+  // instruction from a fresh one-instruction translation that does not
+  // re-register the page (so a store into its own page completes), then
+  // carries on normally. A page without blocks is a no-op.
+  void invalidate_code_page(uint32_t phys_page);
+  // Called when a guest physical page gets its first block (again, after an
+  // invalidation): the owner write-protects it and calls invalidate_code_page
+  // when the guest writes to it.
+  void set_code_page_callback(std::function<void(uint32_t phys_page)> cb) { m_on_code_page = std::move(cb); }
+
+  // Guest instructions beside the host code each became (Zydis, Intel syntax).
+  std::string trace_block(const Block& block) const;
+  // If set, every newly translated block's trace_block() text goes here.
+  void set_trace_sink(std::function<void(const std::string&)> sink) { m_trace_sink = std::move(sink); }
+  // Counters as readable text (bt86 --stats).
+  std::string format_stats() const;
+
   const TranslatorStats& stats() const { return m_stats; }
   const TranslationCache& cache() const { return *m_tc; }
   TranslatorContext& context() { return *m_ctx; }
@@ -90,8 +159,14 @@ class Translator {
  private:
   Translator(const TranslatorConfig& config, const GuestCodeReader& code) : m_config(config), m_code(&code) {}
   Status emit_stubs();
-  Result<const Block*> translate(uint32_t eip);
+  Result<const Block*> translate(uint32_t eip, bool ephemeral = false);
   void drop_blocks();
+  void drop_block(Block* b);
+  void try_link(uint64_t site_return, uint32_t target_eip, const runtime::CpuState& cpu);
+  void fill_lookup(uint32_t eip, const Block& b);
+  void clear_lookup();
+  Block* block_by_host(uint64_t host_address) const;
+  static bool on_tc_fault(void* opaque, int signo, siginfo_t* si, ucontext_t* uc);
 
   using EntryFn = void (*)(TranslatorContext*, const uint8_t* block);
 
@@ -106,7 +181,23 @@ class Translator {
   std::array<uint32_t, runtime::kNumSegs> m_seg_base{};
   uint8_t m_seg_used = 0;
   CalloutRuntime m_callouts;
-  std::unordered_map<uint32_t, std::unique_ptr<Block>> m_blocks;
+  uint64_t m_site_stub = 0;  // exit stub entry for chainable exits (records the site)
+  uint64_t m_miss_stub = 0;  // where empty lookup slots point
+  // Every block since the last flush, in host address order (the TC is
+  // bump-allocated): the fault handler binary-searches it without allocating.
+  // Dropped blocks stay (their code may still be on the stack of a fault).
+  std::vector<std::unique_ptr<Block>> m_owned;
+  std::vector<Block*> m_by_host;
+  std::unordered_map<uint32_t, Block*> m_blocks;  // live blocks by guest EIP
+  std::unordered_map<uint32_t, std::vector<Block*>> m_pages;  // live blocks by guest physical page
+  std::vector<uint16_t> m_lookup_used;  // lookup slots written since the last clear
+  uint64_t m_generation = 0;            // bumped whenever blocks are freed (flush)
+  std::optional<uint32_t> m_step_eip;   // run this EIP as an uncached one-instruction block next
+  Block* volatile m_fault_block = nullptr;  // block of the last guest fault (set by the handler)
+  uint32_t m_fault_eip = 0;                 // EIP of the last guest fault
+  runtime::TranslatedCodeHook m_hook;
+  std::function<void(uint32_t)> m_on_code_page;
+  std::function<void(const std::string&)> m_trace_sink;
   TranslatorStats m_stats;
 };
 
