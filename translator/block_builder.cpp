@@ -290,12 +290,13 @@ Classified Classifier::classify(const GuestInsn& g) {
       use(seg_of(op.mem.segment));
       if (base(seg_of(op.mem.segment)) != 0) biased = true;
     }
-    if (biased) {
-      auto r = reencoded(out);
-      if (r.insn) r.insn->kind = InsnKind::kStringBiased;
-      return r;
-    }
-    return reencoded(out);
+    // Always expanded: 64-bit mode gives no way to put the window base (or
+    // a guest segment base) in front of ES:EDI, so ESI/EDI become 64-bit
+    // pointers into the window around the instruction (expand_misc.cpp).
+    (void)biased;
+    auto r = reencoded(out);
+    if (r.insn) r.insn->kind = InsnKind::kStringBiased;
+    return r;
   }
   // A REX prefix (needed for R12) makes AH..DH unencodable: compute the
   // address in, or move ESP through, a borrowed guest register (expand_*.cpp).

@@ -50,9 +50,16 @@ void high_byte_esp_reg(ExpandContext& ctx, const BlockInsn& insn) {
   a.mov(t64, x86::r13);
 }
 
-// A string instruction whose DS (or override) / ES base is not zero: ESI and
-// EDI are biased by the bases around the host instruction (host DS/ES are
-// flat in 64-bit mode); 32-bit lea wraps exactly like the guest's address.
+// A string instruction (movs, cmps, stos, lods, scas). The guest's ESI/EDI
+// are 32-bit linear offsets, but the kernel window is not at host address 0
+// and 64-bit mode cannot put a base in front of ES:EDI (no override), so the
+// instruction runs with 64-bit addressing on pointers made around it:
+//   RSI = window + (ESI + DS base mod 2^32), RDI = window + (EDI + ES base),
+//   RCX = ECX zero-extended (rep counts with RCX in 64-bit addressing),
+// and the low 32 bits are taken back (the window is 4 GiB aligned, so the
+// low halves advance exactly as the guest's registers do). Only flag-free
+// instructions (mov r32, lea) are used. A run that walks off either end of
+// the window lands in the guard areas the machine reserves around it.
 void string_biased(ExpandContext& ctx, const BlockInsn& insn) {
   x86::Assembler& a = ctx.as();
   uint32_t src = 0, dst = 0;
@@ -67,11 +74,27 @@ void string_biased(ExpandContext& ctx, const BlockInsn& insn) {
       src = seg_base(ctx, op.mem.segment);
     }
   }
-  if (uses_src && src) a.lea(x86::esi, x86::ptr(x86::esi, int32_t(src)));
-  if (uses_dst && dst) a.lea(x86::edi, x86::ptr(x86::edi, int32_t(dst)));
-  embed(ctx, insn.host);
-  if (uses_src && src) a.lea(x86::esi, x86::ptr(x86::esi, -int32_t(src)));
-  if (uses_dst && dst) a.lea(x86::edi, x86::ptr(x86::edi, -int32_t(dst)));
+  const bool rep = insn.guest.insn.attributes & (ZYDIS_ATTRIB_HAS_REP | ZYDIS_ATTRIB_HAS_REPE | ZYDIS_ATTRIB_HAS_REPNE);
+  if (uses_src) a.lea(x86::esi, x86::ptr(x86::esi, int32_t(src)));
+  if (uses_dst) a.lea(x86::edi, x86::ptr(x86::edi, int32_t(dst)));
+  if (rep) a.mov(x86::ecx, x86::ecx);
+  a.mov(x86::r14, x86::qword_ptr(x86::r15, ctx_off::kWindowBase));
+  if (uses_src) a.lea(x86::rsi, x86::ptr(x86::rsi, x86::r14));
+  if (uses_dst) a.lea(x86::rdi, x86::ptr(x86::rdi, x86::r14));
+  // The re-encoded bytes with 32-bit addressing, minus the 0x67 prefix.
+  HostBytes host = insn.host;
+  HostBytes wide;
+  bool dropped = false;
+  for (size_t i = 0; i < host.size; ++i) {
+    if (!dropped && host.bytes[i] == 0x67) {
+      dropped = true;
+      continue;
+    }
+    wide.bytes[wide.size++] = host.bytes[i];
+  }
+  embed(ctx, wide);
+  if (uses_src) a.lea(x86::esi, x86::ptr(x86::esi, -int32_t(src)));
+  if (uses_dst) a.lea(x86::edi, x86::ptr(x86::edi, -int32_t(dst)));
 }
 
 // The guest state a C++ helper sees: the caller-saved host registers and
