@@ -224,7 +224,11 @@ Status arpl(ExpandContext& ctx, const GuestInsn& g) {
   const ZydisDecodedOperand& dst = g.ops[0];
   const bool in_mem = dst.type == ZYDIS_OPERAND_TYPE_MEMORY;
   if (in_mem) {
+    // Load, then store the same value back: a write fault happens here,
+    // before ZF changes (precise faults; single vCPU, so nothing can change
+    // the word in between).
     if (auto s = mem_move(ctx, dst, ZYDIS_REGISTER_R13W, false); !s) return s;
+    if (auto s = mem_move(ctx, dst, ZYDIS_REGISTER_R13W, true); !s) return s;
   } else {
     a.mov(x86::r13w, host_gp(dst.reg.value));
   }

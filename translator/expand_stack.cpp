@@ -63,10 +63,19 @@ Status pop(ExpandContext& ctx, const GuestInsn& g) {
     a.lea(x86::r12d, x86::ptr(x86::r12d, int32_t(w)));
     return Ok{};
   }
-  // pop m: the address is computed after ESP is incremented (SDM vol. 2, POP).
+  // pop m: the address is computed after ESP is incremented (SDM vol. 2,
+  // POP). The store goes before the increment (precise faults: no state
+  // change before the last access that may fault), so an ESP-based address
+  // gets the increment in its displacement instead.
   a.mov(r13_of(w), stack_slot(ctx, 0, w));
+  ZydisDecodedOperand dst = op0;
+  if (dst.mem.base == ZYDIS_REGISTER_ESP || dst.mem.base == ZYDIS_REGISTER_SP) {
+    dst.mem.disp.has_displacement = true;
+    dst.mem.disp.value = int64_t(int32_t(uint32_t(dst.mem.disp.value) + w));
+  }
+  if (auto s = mem_move(ctx, dst, w == 2 ? ZYDIS_REGISTER_R13W : ZYDIS_REGISTER_R13D, true); !s) return s;
   a.lea(x86::r12d, x86::ptr(x86::r12d, int32_t(w)));
-  return mem_move(ctx, op0, w == 2 ? ZYDIS_REGISTER_R13W : ZYDIS_REGISTER_R13D, true);
+  return Ok{};
 }
 
 // pushf/pushfd: live flags from RFLAGS, everything else from the virtual
@@ -81,9 +90,9 @@ void pushf(ExpandContext& ctx, const GuestInsn& g) {
   a.mov(x86::r14d, x86::dword_ptr(x86::r14, kEflagsOff));
   a.and_(x86::r14d, ~(kLiveFlags | rf::RF | rf::VM));
   a.or_(x86::r13d, x86::r14d);
+  a.popfq();  // the and/or above clobbered the guest flags: back before the store may fault
   a.mov(stack_slot(ctx, -int32_t(w), w), r13_of(w));
   a.lea(x86::r12d, x86::ptr(x86::r12d, -int32_t(w)));
-  a.popfq();  // the and/or above clobbered the guest flags
 }
 
 // popf/popfd at CPL 0: the live flags go to RFLAGS, IF, IOPL, TF, NT (and AC,

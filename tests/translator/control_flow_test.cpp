@@ -224,5 +224,151 @@ TEST_F(ControlFlow, SameResultsWithoutChaining) {
   EXPECT_GT(r.blocks_run, 1000u);
 }
 
+// ---- Precise faults -------------------------------------------------------
+
+constexpr uint32_t kSparePa = 0x400000;  // guest RAM no other test maps
+
+INTEL(pf_mid_block,
+      "mov eax, 1\n"
+      "mov ebx, 2\n"
+      "add ecx, 3\n"      // CF = 1, ZF = 0 from 0xfffffffe + 3
+      "mov edx, [esi]\n"  // esi is in an unmapped page: #PF here
+      "mov edi, 5\n"
+      "int3\n")
+
+// A host SIGSEGV in the middle of a block becomes a #PF at the exact guest
+// EIP with the registers and flags from before the instruction; once the
+// page is mapped the same run continues from there (hidden-fault retry).
+TEST_F(ControlFlow, PageFaultInTheMiddleOfABlockIsPreciseAndRetries) {
+  load(snippet_pf_mid_block());
+  auto t = make_translator({});
+  cpu.reg(ECX) = 0xfffffffe;
+  cpu.reg(EDX) = 0xdddd;
+  cpu.reg(ESI) = kUnmapped + 8;
+  cpu.reg(EDI) = 0xeeee;
+  RunResult r = t->run(cpu, 1000);
+  ASSERT_EQ(r.stop, RunStop::kGuestFault) << r.detail;
+  EXPECT_EQ(r.eip, kCode + 13);
+  EXPECT_EQ(cpu.eip, kCode + 13);
+  EXPECT_EQ(r.fault.vector, 14);
+  EXPECT_TRUE(r.fault.has_error_code);
+  EXPECT_EQ(r.fault.error_code, 0u);  // not present, read, supervisor
+  EXPECT_EQ(r.fault.linear_address, kUnmapped + 8);
+  EXPECT_EQ(r.fault.access, translator::FaultAccess::kRead);
+  EXPECT_EQ(cpu.reg(EAX), 1u);
+  EXPECT_EQ(cpu.reg(EBX), 2u);
+  EXPECT_EQ(cpu.reg(ECX), 1u);
+  EXPECT_EQ(cpu.reg(EDX), 0xddddu);
+  EXPECT_EQ(cpu.reg(EDI), 0xeeeeu);
+  EXPECT_EQ(cpu.reg(ESP), kStackTop);
+  EXPECT_TRUE(cpu.eflags & flags::CF);
+  EXPECT_FALSE(cpu.eflags & flags::ZF);
+  EXPECT_EQ(t->stats().guest_faults, 1u);
+
+  ASSERT_TRUE(m->window->map(mmu::GuestVirt(kUnmapped), mmu::GuestPhys(kSparePa), 4096, mmu::Prot::ReadWrite).ok());
+  const uint32_t value = 0x12345678;
+  std::memcpy(m->memory->host(mmu::GuestPhys(kSparePa + 8), 4), &value, 4);
+  r = t->run(cpu, 1000);
+  ASSERT_TRUE(m->window->unmap(mmu::GuestVirt(kUnmapped), 4096).ok());
+  EXPECT_EQ(r.stop, RunStop::kNeedsInterpretation) << r.detail;
+  EXPECT_EQ(cpu.reg(EDX), value);
+  EXPECT_EQ(cpu.reg(EDI), 5u);
+  EXPECT_EQ(cpu.eip, kCode + 13 + 2 + 5);
+}
+
+INTEL(fault_push, "mov eax, 9\n push eax\n int3\n")
+INTEL(fault_pushfd, "stc\n pushfd\n int3\n")
+INTEL(fault_call, "stc\n call 1f\n 1: int3\n")
+INTEL(fault_pop_mem, "mov eax, 9\n pop dword ptr [esi]\n int3\n")
+INTEL(fault_ret, "stc\n ret\n")
+INTEL(fault_div, "mov eax, 7\n xor edx, edx\n xor ecx, ecx\n stc\n div ecx\n int3\n")
+INTEL(fault_high_byte, "mov ah, [esp + 0x100000]\n int3\n")
+INTEL(fault_call_mem, "call dword ptr [esi]\n int3\n")
+
+struct FaultCase {
+  std::span<const uint8_t> code;
+  uint32_t esp, esi;
+  uint32_t fault_offset;  // guest EIP of the faulting instruction - kCode
+  uint8_t vector;
+  translator::FaultAccess access;
+};
+
+// Instructions whose expansions write several things: the fault leaves every
+// register (ESP first) and the flags as they were before the instruction.
+TEST_F(ControlFlow, FaultingExpansionsChangeNothing) {
+  using translator::FaultAccess;
+  const uint32_t bad_stack = kUnmapped + 0x100;
+  const FaultCase cases[] = {
+      {snippet_fault_push(), bad_stack, 0, 5, 14, FaultAccess::kWrite},
+      {snippet_fault_pushfd(), bad_stack, 0, 1, 14, FaultAccess::kWrite},
+      {snippet_fault_call(), bad_stack, 0, 1, 14, FaultAccess::kWrite},
+      {snippet_fault_pop_mem(), kStackTop - 16, kUnmapped + 4, 5, 14, FaultAccess::kWrite},
+      {snippet_fault_ret(), bad_stack, 0, 1, 14, FaultAccess::kRead},
+      {snippet_fault_div(), kStackTop, 0, 10, 0, FaultAccess::kRead},
+      {snippet_fault_high_byte(), kStackTop - 16, 0, 0, 14, FaultAccess::kRead},
+      {snippet_fault_call_mem(), kStackTop, kUnmapped, 0, 14, FaultAccess::kRead},
+  };
+  auto t = make_translator({});
+  int index = 0;
+  for (const FaultCase& c : cases) {
+    SCOPED_TRACE(index++);
+    load(c.code);
+    t->flush();
+    cpu = TestMachine::initial_state();
+    for (int r = 0; r < 8; ++r) cpu.gpr[r] = 0x1000 * (r + 1) + r;
+    cpu.reg(ESP) = c.esp;
+    cpu.reg(ESI) = c.esi;
+    CpuState before_regs = cpu;
+    RunResult r = t->run(cpu, 100);
+    ASSERT_EQ(r.stop, RunStop::kGuestFault) << r.detail;
+    EXPECT_EQ(cpu.eip, kCode + c.fault_offset);
+    EXPECT_EQ(r.fault.vector, c.vector);
+    if (c.vector == 14) {
+      EXPECT_EQ(r.fault.access, c.access);
+      EXPECT_EQ(bool(r.fault.error_code & 2), c.access == FaultAccess::kWrite);
+    }
+    EXPECT_EQ(cpu.reg(ESP), c.esp);
+    EXPECT_EQ(cpu.reg(ESI), c.esi);
+    const bool div = c.code.data() == snippet_fault_div().data();  // sets EAX, ECX, EDX itself
+    for (int reg : {ECX, EDX, EBX, EBP, EDI}) {
+      if (!div || reg == EBX || reg == EBP || reg == EDI) {
+        EXPECT_EQ(cpu.gpr[reg], before_regs.gpr[reg]) << "register " << reg;
+      }
+    }
+    if (div) {
+      EXPECT_EQ(cpu.reg(EAX), 7u);
+      EXPECT_EQ(cpu.reg(ECX), 0u);
+    }
+    if (c.code.data() != snippet_fault_push().data() && c.code.data() != snippet_fault_pop_mem().data() && !div) {
+      EXPECT_EQ(cpu.reg(EAX), before_regs.reg(EAX));
+    }
+    if (c.code[0] == 0xf9) {  // stc first: CF must still be set at the fault
+      EXPECT_TRUE(cpu.eflags & flags::CF);
+    }
+  }
+}
+
+INTEL(pop_to_esp_slot,
+      "push 0x11\n"
+      "push 0x22\n"
+      "pop dword ptr [esp]\n"       // stores 0x22 at the *incremented* ESP: over 0x11
+      "pop eax\n"
+      "push 0x33\n"
+      "pop dword ptr [esp - 4]\n"   // -4 from the incremented ESP: the slot it came from
+      "mov ebx, [esp - 4]\n"
+      "int3\n")
+
+// pop m with an ESP-based address: the address uses the incremented ESP
+// (SDM vol. 2, POP) although the expansion stores before it increments.
+TEST_F(ControlFlow, PopToEspRelativeMemoryUsesTheIncrementedEsp) {
+  load(snippet_pop_to_esp_slot());
+  auto t = make_translator({});
+  RunResult r = t->run(cpu, 100);
+  EXPECT_EQ(r.stop, RunStop::kNeedsInterpretation) << r.detail;
+  EXPECT_EQ(cpu.reg(EAX), 0x22u);
+  EXPECT_EQ(cpu.reg(EBX), 0x33u);
+  EXPECT_EQ(cpu.reg(ESP), kStackTop);
+}
+
 }  // namespace
 }  // namespace bt86::test

@@ -119,7 +119,7 @@ TEST(ReencodeGolden, PushPopExpansions) {
             "mov dword ptr gs:[r12d-0x04], 0x12345678; lea r12d, [r12d-0x04]");
   EXPECT_EQ(host_of_first(snippet_pop_esp()), "mov r12d, gs:[r12d]");
   EXPECT_EQ(host_of_first(snippet_pop_mem_esp()),
-            "mov r13d, gs:[r12d]; lea r12d, [r12d+0x04]; mov gs:[r12d+0x04], r13d");
+            "mov r13d, gs:[r12d]; mov gs:[r12d+0x08], r13d; lea r12d, [r12d+0x04]");
   EXPECT_NE(host_of_first(snippet_pushfd()).find("pushfq"), std::string::npos);
   EXPECT_NE(host_of_first(snippet_popfd()).find("popfq"), std::string::npos);
 }
