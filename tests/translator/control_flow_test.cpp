@@ -370,5 +370,124 @@ TEST_F(ControlFlow, PopToEspRelativeMemoryUsesTheIncrementedEsp) {
   EXPECT_EQ(cpu.reg(ESP), kStackTop);
 }
 
+// ---- Self-modifying code ---------------------------------------------------
+// Code runs from the data region (mapped read-write). The translator reports
+// each page that gets its first block; the test write-protects it, as the
+// machine's MMU will, and on a write fault to such a page invalidates it,
+// lifts the protection and runs again.
+
+class SelfModifying : public ControlFlow {
+ protected:
+  void SetUp() override {
+    ControlFlow::SetUp();
+    t = make_translator(counting(), kData, kDataPa);
+    t->set_code_page_callback([this](uint32_t page) {
+      protected_pages.insert(page);
+      ASSERT_TRUE(m->window->protect(mmu::GuestVirt(page << 12), 4096, mmu::Prot::Read).ok());
+    });
+    cpu.reg(EBX) = kData;
+    cpu.eip = kData;
+  }
+  void TearDown() override {
+    ASSERT_TRUE(m->window->protect(mmu::GuestVirt(kData), kRegion, mmu::Prot::ReadWrite).ok());
+  }
+  void load_data(std::span<const uint8_t> code, uint32_t offset = 0) {
+    std::memcpy(m->data() + offset, code.data(), code.size());
+  }
+  RunResult run_handling_smc() {
+    for (;;) {
+      RunResult r = t->run(cpu, 100000);
+      const uint32_t page = r.fault.linear_address >> 12;
+      if (r.stop == RunStop::kGuestFault && r.fault.vector == 14 && (r.fault.error_code & 2) &&
+          protected_pages.count(page)) {
+        ++write_faults;
+        t->invalidate_code_page(page);
+        protected_pages.erase(page);
+        EXPECT_TRUE(m->window->protect(mmu::GuestVirt(page << 12), 4096, mmu::Prot::ReadWrite).ok());
+        continue;
+      }
+      return r;
+    }
+  }
+  std::unique_ptr<Translator> t;
+  std::set<uint32_t> protected_pages;
+  int write_faults = 0;
+};
+
+INTEL(smc_next_insn,
+      "mov byte ptr [ebx + 5], 42\n"  // c6 43 05 2a: the imm8 of the next instruction
+      "mov eax, 1\n"                  // b8 01 00 00 00 at offset 4 -> mov eax, 42
+      "int3\n")
+
+// The store hits its own block's page: the block is dropped, the store runs
+// once from an uncached one-instruction block (or the page would be protected
+// again before it completes), and the next instruction is translated anew.
+TEST_F(SelfModifying, CodePatchesTheInstructionRightAfterItself) {
+  load_data(snippet_smc_next_insn());
+  RunResult r = run_handling_smc();
+  EXPECT_EQ(r.stop, RunStop::kNeedsInterpretation) << run_stop_name(r.stop) << " " << r.detail;
+  EXPECT_EQ(cpu.reg(EAX), 42u);
+  EXPECT_EQ(write_faults, 1);
+  EXPECT_EQ(t->stats().uncached_steps, 1u);
+  EXPECT_GE(t->stats().code_page_invalidations, 1u);
+}
+
+INTEL(smc_chained_target,
+      "0: mov ecx, 3\n"
+      "xor edx, edx\n"
+      "1: call 5f\n"                           // chained to F after the first call
+      "mov byte ptr [ebx + (5f - 0b) + 1], 7\n"  // F: mov eax, 1 -> mov eax, 7
+      "dec ecx\n"
+      "jnz 1b\n"
+      "int3\n"
+      ".skip 4096\n"                           // F on another page
+      "5: mov eax, 1\n"
+      "add edx, eax\n"
+      "ret\n")
+
+// Patching a block that a chained call jumps to: the link is undone, the
+// call comes back to the dispatcher and reaches the new code.
+TEST_F(SelfModifying, CodePatchesAChainedTarget) {
+  load_data(snippet_smc_chained_target());
+  RunResult r = run_handling_smc();
+  EXPECT_EQ(r.stop, RunStop::kNeedsInterpretation) << run_stop_name(r.stop) << " " << r.detail;
+  EXPECT_EQ(cpu.reg(EDX), 1u + 7u + 7u);
+  EXPECT_GE(write_faults, 1);
+  EXPECT_GE(t->stats().chain_unlinks, 1u);
+  EXPECT_EQ(t->stats().uncached_steps, 0u);  // the store is on another page than F
+}
+
+INTEL(smc_reload,
+      "0: lea edi, [ebx + 0x3000]\n"
+      "call edi\n"                            // the old routine: eax = 1 (via the lookup next time)
+      "mov edx, eax\n"
+      "lea esi, [ebx + (9f - 0b)]\n"
+      "lea edi, [ebx + 0x3000]\n"
+      "mov ecx, 6\n"
+      "cld\n"
+      "rep movsb\n"                           // load the new routine over the old one
+      "lea edi, [ebx + 0x3000]\n"
+      "call edi\n"
+      "int3\n"
+      "9: mov eax, 2\n"
+      "ret\n")
+
+// A routine loaded into a page that held an older one: the old block and its
+// lookup slot go, the indirect call reaches the new routine.
+TEST_F(SelfModifying, RoutineLoadedOverAnOlderOne) {
+  load_data(snippet_smc_reload());
+  const uint8_t old_routine[] = {0xb8, 0x01, 0x00, 0x00, 0x00, 0xc3};  // mov eax, 1; ret
+  load_data(old_routine, 0x3000);
+  RunResult r = run_handling_smc();
+  EXPECT_EQ(r.stop, RunStop::kNeedsInterpretation) << run_stop_name(r.stop) << " " << r.detail;
+  EXPECT_EQ(cpu.reg(EDX), 1u);
+  EXPECT_EQ(cpu.reg(EAX), 2u);
+  EXPECT_EQ(write_faults, 1);
+  EXPECT_EQ(t->stats().blocks_dropped, 1u);
+  // A page without blocks: nothing happens.
+  t->invalidate_code_page(0x12345);
+  EXPECT_EQ(t->stats().blocks_dropped, 1u);
+}
+
 }  // namespace
 }  // namespace bt86::test
