@@ -676,8 +676,9 @@ std::string Translator::format_stats() const {
   for (int k = 0; k < kInsnKindCount; ++k)
     if (s.insns_by_kind[k]) out += fmt::format(" {}={}", insn_kind_name(InsnKind(k)), s.insns_by_kind[k]);
   out += "\n";
-  // Callouts by instruction (issue 3: sensitive instructions handled through
-  // a call into C++) are counted by the callout code; they go here.
+  // Callouts by instruction (callout.h counts them by mnemonic).
+  if (const std::string callouts = m_callouts.format_counts(); !callouts.empty())
+    out += "  callouts by insn:   " + callouts + "\n";
   if (!s.stops.empty()) {
     out += "  blocks ended before:\n";
     for (const auto& [why, n] : s.stops) out += fmt::format("    {:6}  {}\n", n, why);

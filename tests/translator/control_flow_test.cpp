@@ -8,6 +8,8 @@
 #include <set>
 #include <thread>
 
+#include <fmt/format.h>
+
 #include "tests/runtime/direct_test_machine.h"
 #include "tests/runtime/guest_snippet.h"
 #include "translator/translator.h"
@@ -487,6 +489,40 @@ TEST_F(SelfModifying, RoutineLoadedOverAnOlderOne) {
   // A page without blocks: nothing happens.
   t->invalidate_code_page(0x12345);
   EXPECT_EQ(t->stats().blocks_dropped, 1u);
+}
+
+// ---- Study output ------------------------------------------------------------
+
+TEST_F(ControlFlow, TraceShowsGuestBesideHostAndStatsNameEveryCounter) {
+  load(snippet_fib());
+  auto t = make_translator(counting());
+  std::vector<std::string> traces;
+  t->set_trace_sink([&](const std::string& text) { traces.push_back(text); });
+  RunResult r = t->run(cpu, 1000);
+  ASSERT_EQ(r.stop, RunStop::kNeedsInterpretation);
+  ASSERT_GE(traces.size(), 3u);
+  std::string all;
+  for (const std::string& s : traces) all += s;
+  // Guest instructions in Intel syntax with their EIPs, the host code each
+  // became (guest memory through gs:, ESP as r12d), the exits.
+  EXPECT_NE(all.find(fmt::format("block {:08x}..", kCode)), std::string::npos) << all;
+  EXPECT_NE(all.find("cmp eax, 0x02"), std::string::npos) << all;
+  EXPECT_NE(all.find("(entry: exit-request check)"), std::string::npos);
+  EXPECT_NE(all.find("jrcxz"), std::string::npos);
+  EXPECT_NE(all.find("gs:[r12d"), std::string::npos);
+  EXPECT_NE(all.find("indirect (in-TC lookup)"), std::string::npos);
+  // Traced again after running, the first block's call site is linked.
+  const translator::Block* first = t->block_at(kCode, cpu);
+  ASSERT_NE(first, nullptr);
+  EXPECT_NE(t->trace_block(*first).find("[linked]"), std::string::npos) << t->trace_block(*first);
+
+  const std::string stats = t->format_stats();
+  for (const char* piece : {"blocks translated", "guest insns in", "guest bytes in", "TC bytes out", "chain links made",
+                            "block entries", "lookup hits", "lookup misses", "TC flushes", "code page invalidations",
+                            "insns by kind:", "call="}) {
+    EXPECT_NE(stats.find(piece), std::string::npos) << piece << "\n" << stats;
+  }
+  EXPECT_NE(stats.find(fmt::format("blocks translated   {}", t->stats().blocks_translated)), std::string::npos);
 }
 
 }  // namespace
