@@ -163,6 +163,14 @@ Classified Classifier::classify(const GuestInsn& g) {
   out.guest = g;
 
   if (i.meta.branch_type == ZYDIS_BRANCH_TYPE_FAR) return callout_or_stop(out, "far transfer: ");
+  // 16-bit addressing (0x67: [bx+si], string instructions on SI/DI, xlat on
+  // BX) has no 64-bit encoding and wraps at 64 KiB: left to the caller.
+  // Stack accesses follow the stack size, not the address size.
+  if (i.address_width == 16) {
+    for (const ZydisDecodedOperand& op : g.all())
+      if (op.type == ZYDIS_OPERAND_TYPE_MEMORY && op.mem.type == ZYDIS_MEMOP_TYPE_MEM && !is_stack_reg(op.mem.base))
+        return stop("16-bit addressing");
+  }
 
   const ZydisDecodedOperand& op0 = g.ops[0];
   const ZydisDecodedOperand& op1 = g.ops[1];
