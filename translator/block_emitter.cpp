@@ -61,6 +61,11 @@ class Emitter final : public ExpandContext {
   void borrowed_in_r13(int reg) override {
     if (!m_meta.boundaries.empty()) m_meta.boundaries.back().restore_from_r13 = uint8_t(reg + 1);
   }
+  void string_bias(uint32_t esi_bias, uint32_t edi_bias) override {
+    if (m_meta.boundaries.empty()) return;
+    m_meta.boundaries.back().esi_bias = esi_bias;
+    m_meta.boundaries.back().edi_bias = edi_bias;
+  }
 
   // Flag-free counter increment (guest flags live in RFLAGS): R13 is free here.
   void count(int32_t ctx_offset) {

@@ -22,6 +22,9 @@ struct InsnBoundary {
   // (0 = EAX ... 7 = EDI) of a guest register that the expansion borrowed and
   // saved whole in R13; the fault handler puts R13 back into it.
   uint8_t restore_from_r13 = 0;
+  // A string instruction with non-zero segment bases runs on ESI/EDI plus
+  // these bases: the fault handler subtracts them again (low 32 bits).
+  uint32_t esi_bias = 0, edi_bias = 0;
 };
 
 // One way out of a block. A direct exit (kBlockEnd with a known target) is

@@ -37,6 +37,12 @@ class ExpandContext {
   // For a fault inside the current instruction's host code: the guest
   // register with x86 number reg (0 EAX .. 7 EDI) is saved whole in R13.
   virtual void borrowed_in_r13(int reg) { (void)reg; }
+  // For a fault inside the current instruction's host code: ESI/EDI hold the
+  // guest's values plus these (segment bases of a string instruction).
+  virtual void string_bias(uint32_t esi_bias, uint32_t edi_bias) {
+    (void)esi_bias;
+    (void)edi_bias;
+  }
 };
 
 // Writes the host code for one guest instruction (and, for kBranch kinds,

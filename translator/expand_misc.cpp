@@ -75,6 +75,7 @@ void string_biased(ExpandContext& ctx, const BlockInsn& insn) {
     }
   }
   const bool rep = insn.guest.insn.attributes & (ZYDIS_ATTRIB_HAS_REP | ZYDIS_ATTRIB_HAS_REPE | ZYDIS_ATTRIB_HAS_REPNE);
+  ctx.string_bias(uses_src ? src : 0, uses_dst ? dst : 0);
   if (uses_src) a.lea(x86::esi, x86::ptr(x86::esi, int32_t(src)));
   if (uses_dst) a.lea(x86::edi, x86::ptr(x86::edi, int32_t(dst)));
   if (rep) a.mov(x86::ecx, x86::ecx);

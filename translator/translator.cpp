@@ -577,6 +577,10 @@ bool Translator::on_tc_fault(void* opaque, int signo, siginfo_t* si, ucontext_t*
     static constexpr int kSlot[8] = {REG_RAX, REG_RCX, REG_RDX, REG_RBX, REG_R12, REG_RBP, REG_RSI, REG_RDI};
     g[kSlot[at->restore_from_r13 - 1]] = g[REG_R13];
   }
+  // A string instruction ran on ESI/EDI plus segment bases (expand_misc.cpp):
+  // the progress it made stays, the bias goes.
+  if (at->esi_bias) g[REG_RSI] = greg_t(uint32_t(uint64_t(g[REG_RSI]) - at->esi_bias));
+  if (at->edi_bias) g[REG_RDI] = greg_t(uint32_t(uint64_t(g[REG_RDI]) - at->edi_bias));
   ctx.fault_vector = vector;
   ctx.fault_error = error;
   ctx.fault_address = linear;

@@ -285,6 +285,28 @@ TEST_F(Callouts, NonZeroDsAndEsBasesApplyToStringInstructions) {
   EXPECT_EQ(cpu.reg(EAX), 0xa4u);
 }
 
+INTEL(rep_movsd_fault,
+      "rep movsd\n"
+      "hlt\n")
+
+// A fault in the middle of a rep movsd with non-zero DS/ES bases: EIP at the
+// instruction, ECX/ESI/EDI with the progress made and without the bases.
+TEST_F(Callouts, StringFaultWithSegmentBasesKeepsGuestEsiEdi) {
+  cpu.sreg(Seg::DS).base = kData;
+  cpu.sreg(Seg::ES).base = kData + 0x100;
+  cpu.reg(ESI) = 0;
+  cpu.reg(EDI) = kRegion - 0x100 - 8;  // two dwords fit, the third is past the data region
+  cpu.reg(ECX) = 4;
+  auto r = run(snippet_rep_movsd_fault());
+  ASSERT_EQ(r.stop, RunStop::kGuestFault) << r.detail;
+  EXPECT_EQ(r.fault.vector, 14);
+  EXPECT_EQ(r.fault.linear_address, kData + kRegion);
+  EXPECT_EQ(cpu.eip, kCode);
+  EXPECT_EQ(cpu.reg(ECX), 2u);
+  EXPECT_EQ(cpu.reg(ESI), 8u);
+  EXPECT_EQ(cpu.reg(EDI), kRegion - 0x100);
+}
+
 INTEL(sregs,
       "push ds\n"
       "push fs\n"
