@@ -799,6 +799,11 @@ Fault Interpreter::dispatch() {
     case ZYDIS_MNEMONIC_SYSRET:
       // CPUID reports neither SEP nor SYSCALL: the instructions do not exist.
       return ud();
+    // CET's landing pads are hint NOPs on a CPU without CET (SDM vol. 1,
+    // 18.3.1): gcc -fcf-protection puts them at every function entry.
+    case ZYDIS_MNEMONIC_ENDBR32:
+    case ZYDIS_MNEMONIC_ENDBR64:
+      return std::nullopt;
     case ZYDIS_MNEMONIC_UD0:
     case ZYDIS_MNEMONIC_UD1:
     case ZYDIS_MNEMONIC_UD2:
@@ -806,13 +811,13 @@ Fault Interpreter::dispatch() {
 
     // Interrupts.
     case ZYDIS_MNEMONIC_INT:
-      m_event = Event::software(uint8_t(m_ops[0].imm.value.u));
+      m_event = Event::software(uint8_t(m_ops[0].imm.value.u), m_insn.length);
       return std::nullopt;
     case ZYDIS_MNEMONIC_INT3:
-      m_event = Event::software_exception(vec::BP);
+      m_event = Event::software_exception(vec::BP, m_insn.length);
       return std::nullopt;
     case ZYDIS_MNEMONIC_INTO:
-      if (m_s.regs.eflags & fl::OF) m_event = Event::software_exception(vec::OF);
+      if (m_s.regs.eflags & fl::OF) m_event = Event::software_exception(vec::OF, m_insn.length);
       return std::nullopt;
     case ZYDIS_MNEMONIC_INT1:
       // ICEBP: a #DB trap delivered like a hardware event (no DPL check).

@@ -228,6 +228,8 @@ DeliveryResult deliver(VcpuState& state, const Event& event, LinearMemory& mem, 
       return result;
     }
     ++result.nested_faults;
+    if (current.kind == EventKind::kSoftware || current.kind == EventKind::kSoftwareException)
+      state.regs.eip -= current.insn_length;  // the fault belongs to the INT instruction
     const FaultClass first = fault_class(current);
     const Event second = Event::exception(*f);
     const FaultClass next = fault_class(second);
@@ -475,11 +477,11 @@ ExitAction action_for_exit(const runtime::ExitRecord& exit, VcpuState& state) {
     case ExitKind::BoundRange: deliver_fault(make_fault(vec::BR)); break;
     case ExitKind::Overflow:
       a.kind = ExitActionKind::kDeliver;
-      a.event = Event::software_exception(vec::OF);
+      a.event = Event::software_exception(vec::OF, 1);
       break;
     case ExitKind::Breakpoint:
       a.kind = ExitActionKind::kDeliver;
-      a.event = Event::software_exception(vec::BP);
+      a.event = Event::software_exception(vec::BP, exit.instruction_length ? exit.instruction_length : 1);
       break;
     case ExitKind::SingleStep:
       state.sys.dr[6] |= 1u << 14;  // DR6.BS (SDM vol. 3, 17.2.3)
@@ -488,7 +490,7 @@ ExitAction action_for_exit(const runtime::ExitRecord& exit, VcpuState& state) {
     case ExitKind::Debug: deliver_fault(make_fault(vec::DB)); break;
     case ExitKind::SoftwareInterrupt:
       a.kind = ExitActionKind::kDeliver;
-      a.event = Event::software(exit.vector);
+      a.event = Event::software(exit.vector, 2);
       break;
     case ExitKind::Cpuid:
     case ExitKind::Rdtsc:

@@ -33,13 +33,25 @@ struct Event {
   bool has_error = false;
   uint32_t error = 0;
   uint32_t cr2 = 0;  // #PF: loaded into CR2 when delivery starts
+  // INT n, INT3, INTO: the instruction's length. EIP is after it; a fault
+  // while delivering (a gate DPL below CPL, a bad gate) is a fault of the
+  // instruction itself, so deliver() moves EIP back by this much first.
+  uint8_t insn_length = 0;
   bool operator==(const Event&) const = default;
 
   static Event exception(const GuestFault& f) { return {EventKind::kException, f.vector, f.has_error, f.error, f.cr2}; }
   static Event external(uint8_t vector) { return {EventKind::kExternal, vector}; }
   static Event nmi() { return {EventKind::kNmi, vec::NMI}; }
-  static Event software(uint8_t vector) { return {EventKind::kSoftware, vector}; }
-  static Event software_exception(uint8_t vector) { return {EventKind::kSoftwareException, vector}; }
+  static Event software(uint8_t vector, uint8_t length = 2) {
+    Event e{EventKind::kSoftware, vector};
+    e.insn_length = length;
+    return e;
+  }
+  static Event software_exception(uint8_t vector, uint8_t length = 1) {
+    Event e{EventKind::kSoftwareException, vector};
+    e.insn_length = length;
+    return e;
+  }
 };
 
 struct DeliveryResult {

@@ -8,6 +8,7 @@
 #include "monitor/cli.h"
 #include "monitor/kernel_image.h"
 #include "monitor/user_program.h"
+#include "monitor/vm_runner.h"
 
 namespace {
 
@@ -40,13 +41,8 @@ int main(int argc, char** argv) {
 
   switch (image->kind()) {
     case ImageKind::LinuxBzImage:
-      return fail(image->name() + ": " + image->description() +
-                      " recognised, but booting Linux is not implemented yet (issue 5)",
-                  kExitUsage);
     case ImageKind::Multiboot:
-      return fail(image->name() + ": " + image->description() +
-                      " recognised, but booting Multiboot kernels is not implemented yet (issue 4)",
-                  kExitUsage);
+      return run_vm(*options, *image);
     case ImageKind::UserProgram:
       break;
   }

@@ -1,0 +1,547 @@
+// The machine loop: see machine.h for the picture. This file is the glue;
+// the architecture lives in the CPU model (interpreter.cpp, interrupts.cpp,
+// descriptors.cpp), the MMU (mmu/shadow_mmu.cpp), the translator and the
+// direct executor. What is decided here is only which engine runs next and
+// what each kind of exit means for the guest.
+#include "machine/machine.h"
+
+#include <poll.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <x86intrin.h>
+
+#include <algorithm>
+#include <atomic>
+#include <csignal>
+#include <cstring>
+#include <unordered_map>
+#include <vector>
+#include <spdlog/fmt/fmt.h>
+
+#include "base/log.h"
+#include "devices/io_bus.h"
+#include "devices/pc_io_map.h"
+#include "machine/cpu_hooks.h"
+#include "machine/descriptors.h"
+#include "machine/interpreter.h"
+#include "machine/interrupts.h"
+#include "mmu/page_walk.h"
+#include "mmu/shadow_mmu.h"
+#include "runtime/direct_executor.h"
+#include "runtime/host_signals.h"
+#include "translator/callout.h"
+#include "translator/translator.h"
+
+namespace bt86::machine {
+namespace {
+
+using runtime::Seg;
+
+uint64_t now_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return uint64_t(ts.tv_sec) * 1000000000u + uint64_t(ts.tv_nsec);
+}
+
+// Blocks the translator may run before the loop looks at the devices again
+// even without a tick (a safety net; the tick is what normally stops it).
+constexpr uint64_t kMaxBlocksPerRun = 1u << 20;
+constexpr uint64_t kGuardBytes = uint64_t(16) << 30;
+
+struct LoopStats {
+  uint64_t translated_runs = 0;
+  uint64_t direct_runs = 0;
+  uint64_t interpreted = 0;       // instructions run by the CPU model outside callouts
+  uint64_t callouts = 0;
+  uint64_t interrupts = 0;        // external interrupts delivered
+  uint64_t exceptions = 0;        // exceptions and INT n delivered
+  uint64_t hidden_faults_user = 0;
+  uint64_t hidden_faults_kernel = 0;
+  uint64_t true_faults = 0;
+  uint64_t segment_fixups = 0;    // host GDT selectors replaced by the guest's descriptor
+  uint64_t halts = 0;
+  uint64_t halt_ns = 0;
+  uint64_t mode_switches = 0;     // CPL 0 <-> 3
+};
+
+class PcMachine final : public Machine,
+                        private CpuHooks,
+                        private translator::GuestCodeReader,
+                        private translator::CalloutHandler {
+ public:
+  explicit PcMachine(const MachineConfig& config) : m_config(config) {}
+  ~PcMachine() override {
+    runtime::detail::set_tick_flag(nullptr);
+    for (void* p : m_guards) munmap(p, kGuardBytes);
+  }
+
+  Status init();
+
+  mmu::GuestMemory& memory() override { return *m_memory; }
+  VcpuState& vcpu() override { return m_vcpu; }
+  devices::PcDevices& devices() override { return *m_devices; }
+  devices::IoBus& io_bus() override { return m_bus; }
+  Stop run() override;
+  void request_quit() override {
+    m_quit.store(true, std::memory_order_relaxed);
+    stop_engines();
+  }
+  // Async-signal-safe: the running engine returns soon.
+  void stop_engines() {
+    if (m_translator) m_translator->request_exit();
+    if (m_direct) m_direct->request_exit();
+  }
+  void set_input_hooks(InputHooks hooks) override { m_input = std::move(hooks); }
+  std::string stats_text() const override;
+
+ private:
+  // One pass of the loop. Returns a Stop when the machine is done.
+  std::optional<Stop> step();
+  std::optional<Stop> run_translated();
+  std::optional<Stop> run_direct();
+  std::optional<Stop> interpret(const ExecuteOptions& options = {});
+  std::optional<Stop> deliver_event(const Event& event);
+  std::optional<Stop> after_step(const StepResult& r);
+  void service_devices();
+  void wait_for_event();
+  void poll_input(int timeout_ms);
+  bool fix_host_gdt_selectors();
+  std::optional<Stop> resolve_page_fault(mmu::Window window, uint32_t lin, Access kind);
+  Stop guest_error(std::string message);
+  void paging_changed();
+
+  // CpuHooks
+  uint32_t io_in(uint16_t port, unsigned size) override { return m_bus.read(port, size); }
+  void io_out(uint16_t port, unsigned size, uint32_t value) override { m_bus.write(port, size, value); }
+  void control_register_written(int cr, uint32_t old_value, uint32_t new_value) override;
+  void invlpg(uint32_t lin) override {
+    m_mmu->invlpg(lin);
+    revalidate_code_page(lin >> 12);
+  }
+  void revalidate_code_page(uint32_t lin_page);
+  void revalidate_code_pages();
+  void segments_changed() override {}
+  uint64_t host_tsc() override { return __rdtsc(); }
+
+  // GuestCodeReader: the translator fetches kernel code through the page tables.
+  size_t read(mmu::GuestVirt va, std::span<uint8_t> out) const override;
+  uint32_t phys_page(mmu::GuestVirt va) const override;
+
+  // CalloutHandler: a sensitive instruction in translated code.
+  translator::CalloutAction callout(runtime::CpuState& cpu, const translator::CalloutInsn& insn) override;
+
+  MachineConfig m_config;
+  std::optional<mmu::GuestMemory> m_memory;
+  std::unique_ptr<mmu::ShadowMmu> m_mmu;
+  devices::IoBus m_bus;
+  std::unique_ptr<devices::PcDevices> m_devices;
+  std::unique_ptr<translator::Translator> m_translator;
+  std::unique_ptr<runtime::DirectExecutor> m_direct;
+  VcpuState m_vcpu;
+  std::optional<Stop> m_stop;          // set by device callbacks (debug exit, reset)
+  std::optional<Stop> m_callout_stop;  // set by a callout that ended the machine
+  std::atomic<bool> m_quit{false};
+  InputHooks m_input;
+  // Linear page -> physical page of every page the translator read code
+  // from. Translations are keyed by linear EIP; when a guest remaps such a
+  // page (INVLPG, CR3 load) to another frame, its blocks must go.
+  mutable std::unordered_map<uint32_t, uint32_t> m_code_pages;
+  std::vector<void*> m_guards;
+  LoopStats m_stats;
+};
+
+const char* kStopNames[] = {"debug exit", "power off", "reset", "triple fault", "guest error", "quit",
+                            "host error"};
+
+}  // namespace
+
+const char* stop_reason_name(StopReason reason) { return kStopNames[static_cast<int>(reason)]; }
+
+Result<std::unique_ptr<Machine>> Machine::create(const MachineConfig& config) {
+  auto m = std::make_unique<PcMachine>(config);
+  if (auto s = m->init(); !s) return s.error();
+  return std::unique_ptr<Machine>(std::move(m));
+}
+
+namespace {
+
+Status PcMachine::init() {
+  auto memory = mmu::GuestMemory::create(m_config.memory_mib);
+  if (!memory) return memory.error();
+  m_memory.emplace(std::move(*memory));
+
+  mmu::ShadowConfig sc;
+  sc.kernel_base = m_config.kernel_window_base;
+  auto shadow = mmu::ShadowMmu::create(*m_memory, sc);
+  if (!shadow) return shadow.error();
+  m_mmu = std::move(*shadow);
+  // Guard areas around the kernel window: translated string instructions
+  // run on 64-bit pointers (translator/expand_misc.cpp), and a rep with a
+  // huge count that walks off the window must fault here, not reach host
+  // memory. 16 GiB covers rep movsd with any 32-bit count.
+  for (uint64_t start : {m_config.kernel_window_base - kGuardBytes, m_config.kernel_window_base + (uint64_t(1) << 32)}) {
+    void* p = mmap(reinterpret_cast<void*>(start), kGuardBytes, PROT_NONE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
+    if (p == MAP_FAILED) return make_error(fmt::format("cannot reserve the guard area at {:#x}: {}", start, strerror(errno)));
+    m_guards.push_back(p);
+  }
+
+  devices::PcDevicesConfig dc;
+  dc.com1_output = m_config.serial_out;
+  dc.ram_bytes = m_memory->size();
+  dc.on_reset = [this] {
+    m_stop = Stop{StopReason::kReset, 0, ""};
+    stop_engines();
+  };
+  dc.on_debug_exit = [this](uint32_t status) {
+    m_stop = Stop{StopReason::kDebugExit, int(status), ""};
+    stop_engines();
+  };
+  m_devices = std::make_unique<devices::PcDevices>(dc);
+  if (auto s = m_devices->bind(m_bus); !s) return s.error();
+
+  translator::TranslatorConfig tc;
+  tc.window_base = m_config.kernel_window_base;
+  auto tr = translator::Translator::create(tc, *this);
+  if (!tr) return tr.error();
+  m_translator = std::move(*tr);
+  m_translator->set_callout_handler(this);
+  // The translator speaks page numbers, the MMU physical addresses.
+  m_translator->set_code_page_callback([this](uint32_t page) { m_mmu->protect_code_page(page << 12); });
+  m_mmu->set_code_write_callback([this](uint32_t phys) { m_translator->invalidate_code_page(phys >> 12); });
+  if (m_config.trace_sink) m_translator->set_trace_sink(m_config.trace_sink);
+
+  runtime::DirectConfig dc2;
+  dc2.tick_period = m_config.tick_period;
+  dc2.trap_rdtsc = false;  // guest TSC = host TSC until the guest writes the TSC MSR
+  auto direct = runtime::DirectExecutor::create(dc2);
+  if (!direct) return direct.error();
+  m_direct = std::move(*direct);
+  // The same tick stops translated code.
+  runtime::detail::set_tick_flag(&m_translator->context().exit_requested);
+  return Ok{};
+}
+
+Stop PcMachine::guest_error(std::string message) {
+  return Stop{StopReason::kGuestError, 4, std::move(message)};
+}
+
+Stop PcMachine::run() {
+  m_vcpu.cpl = m_vcpu.regs.sreg(Seg::CS).selector & 3;
+  m_mmu->set_control_registers(m_vcpu.sys.cr0, m_vcpu.sys.cr3, m_vcpu.sys.cr4);
+  for (;;) {
+    if (auto s = step()) return *s;
+  }
+}
+
+std::optional<Stop> PcMachine::step() {
+  if (m_stop) return m_stop;
+  if (m_quit.load(std::memory_order_relaxed)) return Stop{StopReason::kQuit, 0, "quit by the user"};
+  service_devices();
+  if (m_stop) return m_stop;
+
+  // An external interrupt is taken at an instruction boundary when IF is
+  // set and no sti/mov-ss shadow is in force (SDM vol. 3, 6.8.3).
+  if (m_vcpu.interrupts_enabled() && !m_vcpu.interrupt_shadow && m_devices->pic.interrupt_pending()) {
+    const uint8_t vector = m_devices->pic.acknowledge();
+    m_vcpu.halted = false;
+    ++m_stats.interrupts;
+    if (auto s = deliver_event(Event::external(vector))) return s;
+  }
+  if (m_vcpu.halted) {
+    if (!m_vcpu.interrupts_enabled())
+      return guest_error(fmt::format("the guest halted with interrupts disabled at eip {:#x} (it cannot wake up)",
+                                     m_vcpu.regs.eip));
+    wait_for_event();
+    return std::nullopt;
+  }
+  if (!m_vcpu.protected_mode())
+    return guest_error(fmt::format("the guest entered real mode at {:#x}:{:#x}; bt86 runs protected mode only",
+                                   m_vcpu.regs.sreg(Seg::CS).selector, m_vcpu.regs.eip));
+  m_translator->context().irq_pending = m_devices->pic.interrupt_pending();
+  const uint8_t cpl_before = m_vcpu.cpl;
+  auto s = m_vcpu.cpl == 3 ? run_direct() : run_translated();
+  if (m_vcpu.cpl != cpl_before) ++m_stats.mode_switches;
+  return s;
+}
+
+void PcMachine::service_devices() {
+  // Asked every pass: the guest may have reprogrammed a timer since.
+  const uint64_t now = now_ns();
+  if (now >= m_devices->next_deadline_ns()) m_devices->update(now);
+  poll_input(0);
+}
+
+void PcMachine::poll_input(int timeout_ms) {
+  if (timeout_ms == 0 && m_input.service) m_input.service();
+  const int fd = m_input.input_fd ? m_input.input_fd() : -1;
+  if (fd < 0) {
+    if (timeout_ms > 0) {
+      timespec ts{timeout_ms / 1000, (timeout_ms % 1000) * 1000000L};
+      nanosleep(&ts, nullptr);
+    }
+    return;
+  }
+  pollfd p{fd, POLLIN, 0};
+  if (poll(&p, 1, timeout_ms) > 0 && (p.revents & (POLLIN | POLLHUP | POLLERR)) && m_input.pump) m_input.pump();
+}
+
+// HLT with IF set: sleep until the next device deadline or console input
+// instead of spinning (issue 4 item 5).
+void PcMachine::wait_for_event() {
+  ++m_stats.halts;
+  const uint64_t start = now_ns();
+  const uint64_t deadline = m_devices->next_deadline_ns();
+  int timeout_ms = 10;
+  if (deadline != UINT64_MAX && deadline > start)
+    timeout_ms = int(std::min<uint64_t>((deadline - start + 999999) / 1000000, 10));
+  else if (deadline != UINT64_MAX)
+    timeout_ms = 0;
+  poll_input(timeout_ms);
+  m_stats.halt_ns += now_ns() - start;
+}
+
+std::optional<Stop> PcMachine::deliver_event(const Event& event) {
+  const uint8_t cpl = m_vcpu.cpl;
+  DeliveryResult r = deliver(m_vcpu, event, m_mmu->linear_memory(), *this);
+  if (event.kind != EventKind::kExternal) ++m_stats.exceptions;
+  if (r.shutdown)
+    return Stop{StopReason::kTripleFault, 4,
+                fmt::format("{} (eip {:#x}): the machine shuts down", r.shutdown_reason, m_vcpu.regs.eip)};
+  if (m_vcpu.cpl != cpl) ++m_stats.mode_switches;
+  return std::nullopt;
+}
+
+std::optional<Stop> PcMachine::after_step(const StepResult& r) {
+  if (r.kind == StepKind::kShutdown)
+    return Stop{StopReason::kTripleFault, 4, r.shutdown_reason + ": the machine shuts down"};
+  if (r.kind == StepKind::kHalted) m_vcpu.halted = true;
+  return std::nullopt;
+}
+
+std::optional<Stop> PcMachine::interpret(const ExecuteOptions& options) {
+  ++m_stats.interpreted;
+  const bool shadow = m_vcpu.interrupt_shadow;
+  StepResult r = execute(m_vcpu, m_mmu->linear_memory(), *this, options);
+  if (shadow) m_vcpu.interrupt_shadow = false;
+  return after_step(r);
+}
+
+translator::CalloutAction PcMachine::callout(runtime::CpuState& cpu, const translator::CalloutInsn&) {
+  // cpu is m_vcpu.regs: the translator runs on it.
+  (void)cpu;
+  ++m_stats.callouts;
+  const uint8_t cpl = m_vcpu.cpl;
+  StepResult r = execute(m_vcpu, m_mmu->linear_memory(), *this);
+  if (auto s = after_step(r)) {
+    m_callout_stop = s;
+    return translator::CalloutAction::kStop;
+  }
+  if (m_vcpu.halted || m_vcpu.cpl != cpl || r.mode_changed || r.paging_changed || m_stop)
+    return translator::CalloutAction::kStop;
+  // An interrupt may now be deliverable (sti, popf, an EOI): let the loop look.
+  if (m_vcpu.interrupts_enabled() && m_devices->pic.interrupt_pending()) return translator::CalloutAction::kStop;
+  return translator::CalloutAction::kContinue;
+}
+
+std::optional<Stop> PcMachine::run_translated() {
+  ++m_stats.translated_runs;
+  m_vcpu.interrupt_shadow = false;
+  translator::RunResult r = m_translator->run(m_vcpu.regs, kMaxBlocksPerRun);
+  if (m_callout_stop) {
+    auto s = m_callout_stop;
+    m_callout_stop.reset();
+    return s;
+  }
+  switch (r.stop) {
+    case translator::RunStop::kMaxBlocks:
+    case translator::RunStop::kExitRequested:
+    case translator::RunStop::kCallout:
+    case translator::RunStop::kIrqWindow:
+      return std::nullopt;
+    case translator::RunStop::kNeedsInterpretation:
+      return interpret();
+    case translator::RunStop::kGuestFault: {
+      const translator::GuestFault& f = r.fault;
+      if (f.vector == vec::PF) {
+        const Access kind = f.access == translator::FaultAccess::kWrite   ? Access::kWrite
+                            : f.access == translator::FaultAccess::kFetch ? Access::kFetch
+                                                                          : Access::kRead;
+        return resolve_page_fault(mmu::Window::kKernel, f.linear_address, kind);
+      }
+      return deliver_event(Event::exception(GuestFault{f.vector, f.has_error_code, f.error_code, 0}));
+    }
+    case translator::RunStop::kUnsupportedState:
+      // Something the translator cannot run from this state: one instruction
+      // through the CPU model.
+      return interpret();
+    case translator::RunStop::kInternalError:
+      return Stop{StopReason::kHostError, 3, "translator: " + r.detail};
+  }
+  return std::nullopt;
+}
+
+// A host fault inside a guest window: a hidden fault (the shadow lagged:
+// map and retry), a true fault (the guest's #PF), or an access bt86 cannot
+// serve (no RAM behind it).
+std::optional<Stop> PcMachine::resolve_page_fault(mmu::Window window, uint32_t lin, Access kind) {
+  mmu::HostFaultOutcome o = m_mmu->handle_host_fault(window, lin, kind);
+  const char* who = window == mmu::Window::kUser ? "user" : "kernel";
+  switch (o.kind) {
+    case mmu::HostFaultOutcome::Kind::kHidden:
+      ++(window == mmu::Window::kUser ? m_stats.hidden_faults_user : m_stats.hidden_faults_kernel);
+      return std::nullopt;
+    case mmu::HostFaultOutcome::Kind::kGuestFault:
+      ++m_stats.true_faults;
+      return deliver_event(Event::exception(o.fault));
+    case mmu::HostFaultOutcome::Kind::kNotRam:
+      return guest_error(fmt::format("guest {} code at eip {:#x} accessed linear {:#x} = physical {:#x}, which is "
+                                     "not RAM (memory-mapped devices are not emulated)",
+                                     who, m_vcpu.regs.eip, lin, o.phys));
+    case mmu::HostFaultOutcome::Kind::kTableNotRam:
+      return guest_error(fmt::format("the guest's page tables point outside RAM (entry at {:#x}) for linear {:#x}",
+                                     o.phys, lin));
+    case mmu::HostFaultOutcome::Kind::kUnmappable:
+      return guest_error(fmt::format("guest {} code at eip {:#x} uses linear page {:#x}, which bt86 cannot map "
+                                     "in the host (page 0 of the user window)",
+                                     who, m_vcpu.regs.eip, lin));
+    case mmu::HostFaultOutcome::Kind::kHostError:
+      return Stop{StopReason::kHostError, 3, "shadow paging: " + o.error};
+  }
+  return std::nullopt;
+}
+
+// A guest GDT selector loaded natively by user code reaches the host's GDT
+// (runtime/ldt_mirror.h): the exit reports it with an empty cache. Load the
+// guest's own descriptor in its place; true if anything was fixed.
+bool PcMachine::fix_host_gdt_selectors() {
+  bool fixed = false;
+  for (int i = 0; i < runtime::kNumSegs; ++i) {
+    runtime::SegmentCache& sc = m_vcpu.regs.seg[i];
+    if (i == int(Seg::CS) || sc.attr != 0 || (sc.selector & ~3) == 0) continue;
+    runtime::SegmentCache cache;
+    LoadRules rules{m_vcpu.cpl, vec::GP, false};
+    if (check_segment_load(m_vcpu, m_mmu->linear_memory(), Seg(i), sc.selector, rules, cache)) continue;
+    sc = cache;
+    fixed = true;
+    ++m_stats.segment_fixups;
+  }
+  return fixed;
+}
+
+std::optional<Stop> PcMachine::run_direct() {
+  ++m_stats.direct_runs;
+  runtime::ExitRecord x = m_direct->run(m_vcpu.regs);
+  m_vcpu.interrupt_shadow = false;
+  // The faults a stale host selector causes are bt86's, not the guest's:
+  // fix the segment and run the instruction again.
+  if (fix_host_gdt_selectors() &&
+      (x.kind == runtime::ExitKind::PageFault || x.kind == runtime::ExitKind::GeneralProtection ||
+       x.kind == runtime::ExitKind::SegmentLimit || x.kind == runtime::ExitKind::StackFault))
+    return std::nullopt;
+  ExitAction a = action_for_exit(x, m_vcpu);
+  switch (a.kind) {
+    case ExitActionKind::kNone:
+      return std::nullopt;
+    case ExitActionKind::kDeliver:
+      return deliver_event(a.event);
+    case ExitActionKind::kInterpret: {
+      ExecuteOptions o;
+      o.unimplemented_fault = a.page_fault;
+      return interpret(o);
+    }
+    case ExitActionKind::kPageFault: {
+      const Access kind = (a.page_fault.error & pf::W) ? Access::kWrite : Access::kRead;
+      return resolve_page_fault(mmu::Window::kUser, a.page_fault.cr2, kind);
+    }
+    case ExitActionKind::kSegmentLimit:
+      // A limit bt86 cut (the guest's own limit is larger): the access is to
+      // a supervisor address through a user segment; the guest sees the #PF
+      // its own MMU would raise (user access to a supervisor page).
+      return deliver_event(Event::exception(GuestFault{vec::PF, true, pf::U | pf::P, x.fault_address}));
+    case ExitActionKind::kGuestError:
+      return guest_error(a.reason);
+  }
+  return std::nullopt;
+}
+
+void PcMachine::control_register_written(int cr, uint32_t old_value, uint32_t new_value) {
+  (void)old_value;
+  (void)new_value;
+  if (cr == 3) {
+    m_mmu->load_cr3(m_vcpu.sys.cr3);  // a CR3 write flushes even when the value is the same
+    revalidate_code_pages();
+  } else
+    m_mmu->set_control_registers(m_vcpu.sys.cr0, m_vcpu.sys.cr3, m_vcpu.sys.cr4);
+  // Translations are keyed by linear EIP: when paging is switched on or off
+  // (or PSE changes) the same EIP may mean other bytes. CR3 loads keep them:
+  // kernel code is mapped identically in every address space of the guests
+  // bt86 runs (documented limit in machine/README.md).
+  if (cr == 0 || cr == 4) m_translator->flush();
+}
+
+size_t PcMachine::read(mmu::GuestVirt va, std::span<uint8_t> out) const {
+  mmu::PagingControl pc{m_vcpu.sys.cr0, m_vcpu.sys.cr3, m_vcpu.sys.cr4};
+  size_t done = 0;
+  while (done < out.size()) {
+    const uint32_t lin = uint32_t(va.value + done);
+    mmu::Translation t = mmu::translate(*m_memory, pc, lin, Access::kFetch, false);
+    if (t.status != mmu::WalkStatus::kOk) break;
+    const size_t n = std::min<size_t>(out.size() - done, 0x1000 - (lin & 0xfff));
+    if (!m_memory->read(mmu::GuestPhys{t.phys}, out.subspan(done, n))) break;
+    done += n;
+  }
+  return done;
+}
+
+uint32_t PcMachine::phys_page(mmu::GuestVirt va) const {
+  mmu::PagingControl pc{m_vcpu.sys.cr0, m_vcpu.sys.cr3, m_vcpu.sys.cr4};
+  mmu::Translation t = mmu::translate(*m_memory, pc, uint32_t(va.value), Access::kFetch, false);
+  const uint32_t page = t.status == mmu::WalkStatus::kOk ? t.phys >> 12 : uint32_t(va.value >> 12);
+  m_code_pages[uint32_t(va.value >> 12)] = page;
+  return page;
+}
+
+void PcMachine::revalidate_code_page(uint32_t lin_page) {
+  auto it = m_code_pages.find(lin_page);
+  if (it == m_code_pages.end()) return;
+  mmu::PagingControl pc{m_vcpu.sys.cr0, m_vcpu.sys.cr3, m_vcpu.sys.cr4};
+  mmu::Translation t = mmu::translate(*m_memory, pc, lin_page << 12, Access::kFetch, false);
+  if (t.status == mmu::WalkStatus::kOk && t.phys >> 12 == it->second) return;
+  m_translator->invalidate_code_page(it->second);
+  m_code_pages.erase(it);
+}
+
+void PcMachine::revalidate_code_pages() {
+  std::vector<uint32_t> pages;
+  pages.reserve(m_code_pages.size());
+  for (const auto& [lin, phys] : m_code_pages) pages.push_back(lin);
+  for (uint32_t lin : pages) revalidate_code_page(lin);
+}
+
+std::string PcMachine::stats_text() const {
+  std::string s;
+  const LoopStats& l = m_stats;
+  s += fmt::format(
+      "machine: translated runs {}, direct runs {}, mode switches {}, callouts {}, interpreted {}\n"
+      "machine: interrupts {}, exceptions and int n {}, halts {} ({:.1f} ms asleep), segment fixups {}\n"
+      "machine: hidden faults user {} kernel {}, true faults {}\n",
+      l.translated_runs, l.direct_runs, l.mode_switches, l.callouts, l.interpreted, l.interrupts, l.exceptions,
+      l.halts, l.halt_ns / 1e6, l.segment_fixups, l.hidden_faults_user, l.hidden_faults_kernel, l.true_faults);
+  const mmu::ShadowStats& ms = m_mmu->stats();
+  s += fmt::format(
+      "mmu: hidden faults {}, true faults {}, dirty upgrades {}, pages mapped {} in {} mmap calls, "
+      "pages dropped {} in {} calls, CR3 loads {}, full flushes {}, INVLPGs {}, code pages protected {}, "
+      "code write faults {} (+{} by the CPU model)\n",
+      ms.hidden_faults, ms.true_faults, ms.dirty_upgrades, ms.pages_mapped, ms.map_calls, ms.pages_dropped,
+      ms.unmap_calls, ms.cr3_loads, ms.full_flushes, ms.invlpgs, ms.code_pages_protected, ms.code_write_faults,
+      ms.code_writes_by_cpu);
+  s += m_translator->format_stats();
+  const auto ds = m_direct->stats();
+  s += fmt::format("direct: entries {}, ldt writes {}\n", ds.entries, ds.ldt_writes);
+  s += fmt::format("io: unknown port reads {}, writes {}\n", m_bus.unknown_reads(), m_bus.unknown_writes());
+  return s;
+}
+
+}  // namespace
+}  // namespace bt86::machine
