@@ -62,6 +62,7 @@ struct LoopStats {
   uint64_t halts = 0;
   uint64_t halt_ns = 0;
   uint64_t mode_switches = 0;     // CPL 0 <-> 3
+  uint64_t unbacked_pages = 0;    // pages of all-ones mapped for physical addresses without RAM
 };
 
 class PcMachine final : public Machine,
@@ -107,6 +108,8 @@ class PcMachine final : public Machine,
   void poll_input(int timeout_ms);
   bool fix_host_gdt_selectors();
   std::optional<Stop> resolve_page_fault(mmu::Window window, uint32_t lin, Access kind);
+  bool map_unbacked(uint32_t lin);
+  void drop_unbacked();
   Stop guest_error(std::string message);
   void paging_changed();
 
@@ -115,6 +118,7 @@ class PcMachine final : public Machine,
   void io_out(uint16_t port, unsigned size, uint32_t value) override { m_bus.write(port, size, value); }
   void control_register_written(int cr, uint32_t old_value, uint32_t new_value) override;
   void invlpg(uint32_t lin) override {
+    drop_unbacked();
     m_mmu->invlpg(lin);
     revalidate_code_page(lin >> 12);
   }
@@ -147,6 +151,7 @@ class PcMachine final : public Machine,
   // page (INVLPG, CR3 load) to another frame, its blocks must go.
   mutable std::unordered_map<uint32_t, uint32_t> m_code_pages;
   std::vector<void*> m_guards;
+  std::vector<uint32_t> m_unbacked;  // kernel-window pages standing for physical addresses without RAM
   LoopStats m_stats;
 };
 
@@ -395,6 +400,7 @@ std::optional<Stop> PcMachine::resolve_page_fault(mmu::Window window, uint32_t l
       ++m_stats.true_faults;
       return deliver_event(Event::exception(o.fault));
     case mmu::HostFaultOutcome::Kind::kNotRam:
+      if (window == mmu::Window::kKernel && map_unbacked(lin)) return std::nullopt;
       return guest_error(fmt::format("guest {} code at eip {:#x} accessed linear {:#x} = physical {:#x}, which is "
                                      "not RAM (memory-mapped devices are not emulated)",
                                      who, m_vcpu.regs.eip, lin, o.phys));
@@ -409,6 +415,31 @@ std::optional<Stop> PcMachine::resolve_page_fault(mmu::Window window, uint32_t l
       return Stop{StopReason::kHostError, 3, "shadow paging: " + o.error};
   }
   return std::nullopt;
+}
+
+// An access to a physical address with no RAM behind it: a PC's bus reads
+// all-ones there and drops writes (early Linux reads fs:[0xc...] before
+// paging is on, and carries on with whatever it got). The page gets a
+// private anonymous page of 0xff bytes in the kernel window; writes land in
+// it (a simplification: they are not dropped). Every paging change drops
+// these pages again, so they never hide a real mapping.
+bool PcMachine::map_unbacked(uint32_t lin) {
+  if (m_unbacked.size() >= 4096) return false;
+  const uint32_t page = lin & ~0xfffu;
+  void* at = reinterpret_cast<void*>(m_config.kernel_window_base + page);
+  void* p = mmap(at, 0x1000, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+  if (p == MAP_FAILED) return false;
+  std::memset(p, 0xff, 0x1000);
+  m_unbacked.push_back(page);
+  ++m_stats.unbacked_pages;
+  return true;
+}
+
+void PcMachine::drop_unbacked() {
+  for (uint32_t page : m_unbacked)
+    mmap(reinterpret_cast<void*>(m_config.kernel_window_base + page), 0x1000, PROT_NONE,
+         MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED | MAP_NORESERVE, -1, 0);
+  m_unbacked.clear();
 }
 
 // A guest GDT selector loaded natively by user code reaches the host's GDT
@@ -468,6 +499,7 @@ std::optional<Stop> PcMachine::run_direct() {
 void PcMachine::control_register_written(int cr, uint32_t old_value, uint32_t new_value) {
   (void)old_value;
   (void)new_value;
+  drop_unbacked();
   if (cr == 3) {
     m_mmu->load_cr3(m_vcpu.sys.cr3);  // a CR3 write flushes even when the value is the same
     revalidate_code_pages();
@@ -525,9 +557,9 @@ std::string PcMachine::stats_text() const {
   s += fmt::format(
       "machine: translated runs {}, direct runs {}, mode switches {}, callouts {}, interpreted {}\n"
       "machine: interrupts {}, exceptions and int n {}, halts {} ({:.1f} ms asleep), segment fixups {}\n"
-      "machine: hidden faults user {} kernel {}, true faults {}\n",
+      "machine: hidden faults user {} kernel {}, true faults {}, pages without RAM mapped as all-ones {}\n",
       l.translated_runs, l.direct_runs, l.mode_switches, l.callouts, l.interpreted, l.interrupts, l.exceptions,
-      l.halts, l.halt_ns / 1e6, l.segment_fixups, l.hidden_faults_user, l.hidden_faults_kernel, l.true_faults);
+      l.halts, l.halt_ns / 1e6, l.segment_fixups, l.hidden_faults_user, l.hidden_faults_kernel, l.true_faults, l.unbacked_pages);
   const mmu::ShadowStats& ms = m_mmu->stats();
   s += fmt::format(
       "mmu: hidden faults {}, true faults {}, dirty upgrades {}, pages mapped {} in {} mmap calls, "

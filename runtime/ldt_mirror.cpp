@@ -23,7 +23,12 @@ Result<uint32_t> LdtMirror::write_entry(uint16_t index, const SegmentCache& c, b
   if (present) {
     if (c.system() || !c.present())
       return make_error("descriptor is not a present code or data segment");
-    if (c.expand_down()) {
+    if (m_boundary > 0xffffffffull) {
+      // No boundary (the user window holds only user pages): the guest's
+      // descriptor as it is, wrap-around at 4 GiB included (glibc's i386
+      // TLS reaches its variables at negative offsets from GS).
+      limit = c.limit;
+    } else if (c.expand_down()) {
       // Valid offsets are (limit, top]; keep it only if it ends below the boundary.
       const uint64_t top = c.big() ? 0xffffffffull : 0xffffull;
       if (uint64_t(c.base) + top >= m_boundary) return make_error("expand-down segment crosses the boundary");
