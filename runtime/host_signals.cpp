@@ -99,7 +99,10 @@ __attribute__((no_stack_protector)) void on_signal(int signo, siginfo_t* si, voi
 
   // Translated code (the translator's cache, far above 4 GiB in CS 0x33).
   if (const runtime::TranslatedCodeHook* hook = g_tc_hook) {
-    if (signo == tick_signal() && hook->exit_flag) *hook->exit_flag = 1;
+    if (signo == tick_signal()) {
+      if (hook->exit_flag) *hook->exit_flag = 1;
+      if (hook->on_tick) hook->on_tick(hook->opaque);
+    }
     const bool trap = signo == SIGSEGV || signo == SIGBUS || signo == SIGFPE || signo == SIGILL;
     if (trap && rip >= hook->tc_begin && rip < hook->tc_end && hook->on_fault(hook->opaque, signo, si, uc))
       return;

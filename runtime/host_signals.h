@@ -73,13 +73,16 @@ namespace bt86::runtime {
 //   go to on_fault (called inside the signal handler: it must be
 //   async-signal-safe). It edits the interrupted context and returns true if
 //   it took the fault; false lets the handler treat it as a bt86 fault.
-// - the preemption tick sets *exit_flag when exit_flag is not null.
+// - the preemption tick sets *exit_flag when exit_flag is not null and calls
+//   on_tick when that is set.
 struct TranslatedCodeHook {
   uintptr_t tc_begin = 0;
   uintptr_t tc_end = 0;
   bool (*on_fault)(void* opaque, int signo, siginfo_t* si, ucontext_t* uc) = nullptr;
   void* opaque = nullptr;
   volatile uint8_t* exit_flag = nullptr;
+  // Also called on the tick (async-signal-safe, same rules as on_fault).
+  void (*on_tick)(void* opaque) = nullptr;
 };
 
 // nullptr withdraws the hook. The hook object must outlive its publication.

@@ -380,6 +380,7 @@ DecodedBlock build_block(const GuestCodeReader& reader, uint32_t eip, const Buil
   block.seg_base = options.seg_base;
   block.callouts = options.callouts;
   Classifier classifier(options, block);
+  block.insns.reserve(options.max_insns + 1);  // BlockInsn is ~1 KiB: no regrowth copies
   const uint64_t page_end = (uint64_t(eip) & ~uint64_t(mmu::kPageMask)) + mmu::kPageSize;
   uint64_t at = eip;
   bool after_sti = false;  // the previous instruction was sti: this one is its shadow

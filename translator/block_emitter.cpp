@@ -76,17 +76,31 @@ class Emitter final : public ExpandContext {
 
   // Block entry: leave with kExitRequested if TranslatorContext::exit_requested
   // is set. Guest flags are live in RFLAGS, so the test is jrcxz on a copy of
-  // the flag in RCX (guest ECX parked in R13): no instruction here writes flags.
+  // the flag in RCX (guest ECX parked in R13): no instruction here writes
+  // flags. The leaving path comes first in the block and the entry point
+  // after it (Block::entry_offset), so that the common case falls through:
+  // jrcxz is taken only when (flag - 1) is zero, i.e. on a request.
   void emit_entry_check() {
-    Label body = m_a.newLabel();
-    m_a.mov(x86::r13, x86::rcx);
-    m_a.movzx(x86::ecx, x86::byte_ptr(x86::r15, ctx_off::kExitRequested));
-    m_a.jecxz(x86::rcx, body);
+    if (m_opt.poll_page != 0) {
+      // A plain load: no flags, no register the guest sees, an L1 hit. When
+      // an exit is requested the page is PROT_NONE and the fault handler
+      // turns the SIGSEGV at this instruction into kExitRequested.
+      m_a.mov(x86::r13b, x86::byte_ptr(m_opt.poll_page));
+      if (m_opt.count) count(ctx_off::kBlockEntries);
+      return;
+    }
+    Label leave = m_a.newLabel();
+    m_a.bind(leave);
     m_a.mov(x86::rcx, x86::r13);
     m_a.mov(x86::dword_ptr(x86::r15, ctx_off::kNextEip), m_block.eip);
     m_a.mov(x86::dword_ptr(x86::r15, ctx_off::kExitReason), uint32_t(ExitReason::kExitRequested));
     m_a.jmp(Imm(m_stub));
-    m_a.bind(body);
+    m_a.align(AlignMode::kCode, 16);
+    m_meta.entry_offset = uint32_t(m_a.offset());
+    m_a.mov(x86::r13, x86::rcx);
+    m_a.movzx(x86::ecx, x86::byte_ptr(x86::r15, ctx_off::kExitRequested));
+    m_a.lea(x86::ecx, x86::ptr(x86::rcx, -1));
+    m_a.jecxz(x86::rcx, leave);
     m_a.mov(x86::rcx, x86::r13);
     if (m_opt.count) count(ctx_off::kBlockEntries);
   }
@@ -196,6 +210,7 @@ Result<std::vector<uint8_t>> emit_block(const DecodedBlock& block, uint64_t host
   meta.stop_reason = block.stop_reason;
   meta.boundaries.clear();
   meta.exits.clear();
+  meta.entry_offset = 0;
   Emitter e(block, options, meta);
   return e.run(host_address);
 }

@@ -54,6 +54,10 @@ struct Block {
   uint32_t guest_insns = 0;
   const uint8_t* host = nullptr;  // nullptr: the first instruction is not translated (stop_reason)
   uint32_t host_size = 0;
+  // Where execution enters (dispatcher, links, lookup): after the
+  // exit-request leaving path that starts the block (EmitOptions::entry_check).
+  uint32_t entry_offset = 0;
+  const uint8_t* entry() const { return host + entry_offset; }
   BlockEnd end = BlockEnd::kStop;
   std::string stop_reason;
   std::vector<InsnBoundary> boundaries;  // ascending host_offset; the last one is the final exit
@@ -75,9 +79,12 @@ struct EmitOptions {
   // Nonzero: direct exits `call` this stub (which records the site) instead of
   // jumping to exit_stub, so that the dispatcher can chain them.
   uint64_t site_stub = 0;
-  // Block entry tests TranslatorContext::exit_requested (flag-free, with jrcxz)
-  // and leaves with kExitRequested and next_eip = the block's EIP.
+  // Block entry tests for an exit request and leaves with kExitRequested and
+  // next_eip = the block's EIP. With poll_page: one load from that page,
+  // which Translator::request_exit() makes PROT_NONE (the fault is the exit);
+  // without: TranslatorContext::exit_requested through jrcxz (flag-free).
   bool entry_check = false;
+  uint64_t poll_page = 0;
   // ret / jmp r/m32 / call r/m32 look the target up in TranslatorContext::lookup
   // and jump there on a hit; a miss exits kIndirect.
   bool inline_lookup = false;

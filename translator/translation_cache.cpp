@@ -10,7 +10,7 @@ namespace bt86::translator {
 
 Result<std::unique_ptr<TranslationCache>> TranslationCache::create(size_t size) {
   size = (size + 4095) & ~size_t(4095);
-  if (size < 2 * kStubArea) return make_error("translation cache too small: " + std::to_string(size));
+  if (size < kBlocksStart + 4096) return make_error("translation cache too small: " + std::to_string(size));
   void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE | PROT_EXEC, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (p == MAP_FAILED) return make_error(std::string("translation cache: mmap failed: ") + std::strerror(errno));
   // Translated code jumps to the stubs with rel32 and must never share the
@@ -19,7 +19,12 @@ Result<std::unique_ptr<TranslationCache>> TranslationCache::create(size_t size) 
     munmap(p, size);
     return make_error("translation cache landed below 4 GiB (no guest window reserved?)");
   }
-  return std::unique_ptr<TranslationCache>(new TranslationCache(static_cast<uint8_t*>(p), size));
+  auto* base = static_cast<uint8_t*>(p);
+  if (mprotect(base + kPollPage, 4096, PROT_READ) != 0) {
+    munmap(p, size);
+    return make_error(std::string("translation cache: mprotect failed: ") + std::strerror(errno));
+  }
+  return std::unique_ptr<TranslationCache>(new TranslationCache(base, size));
 }
 
 TranslationCache::~TranslationCache() { munmap(m_base, m_size); }
@@ -33,7 +38,7 @@ uint8_t* TranslationCache::allocate(size_t size) {
 }
 
 void TranslationCache::flush() {
-  m_used = kStubArea;
+  m_used = kBlocksStart;
   ++m_flushes;
 }
 

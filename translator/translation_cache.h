@@ -16,6 +16,10 @@ namespace bt86::translator {
 class TranslationCache {
  public:
   static constexpr size_t kStubArea = 4096;
+  // The page after the stubs: translated code loads from it at every block
+  // entry (Translator::request_exit makes it PROT_NONE). Blocks follow it.
+  static constexpr size_t kPollPage = kStubArea;
+  static constexpr size_t kBlocksStart = kStubArea + 4096;
   static constexpr size_t kAlign = 16;
 
   static Result<std::unique_ptr<TranslationCache>> create(size_t size);
@@ -24,14 +28,15 @@ class TranslationCache {
   TranslationCache& operator=(const TranslationCache&) = delete;
 
   uint8_t* stub_area() const { return m_base; }
+  uint8_t* poll_page() const { return m_base + kPollPage; }
   // Host address the next block will be placed at.
   uint64_t cursor() const { return reinterpret_cast<uint64_t>(m_base + m_used); }
   // Reserves size bytes at cursor(); nullptr if they do not fit (flush first).
   uint8_t* allocate(size_t size);
   void flush();
 
-  size_t used() const { return m_used - kStubArea; }
-  size_t capacity() const { return m_size - kStubArea; }
+  size_t used() const { return m_used - kBlocksStart; }
+  size_t capacity() const { return m_size - kBlocksStart; }
   uint64_t flushes() const { return m_flushes; }
   bool contains(const void* p) const {
     auto* b = static_cast<const uint8_t*>(p);
@@ -39,7 +44,7 @@ class TranslationCache {
   }
 
  private:
-  TranslationCache(uint8_t* base, size_t size) : m_base(base), m_size(size), m_used(kStubArea) {}
+  TranslationCache(uint8_t* base, size_t size) : m_base(base), m_size(size), m_used(kBlocksStart) {}
   uint8_t* m_base;
   size_t m_size;
   size_t m_used;

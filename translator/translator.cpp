@@ -2,6 +2,7 @@
 
 #include <asm/prctl.h>
 #include <asmjit/x86.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -79,7 +80,7 @@ Result<std::unique_ptr<Translator>> Translator::create(const TranslatorConfig& c
   t->m_hook.tc_end = t->m_hook.tc_begin + config.tc_size;
   t->m_hook.on_fault = &Translator::on_tc_fault;
   t->m_hook.opaque = t.get();
-  t->m_hook.exit_flag = config.stop_on_host_tick ? &t->m_ctx->exit_requested : nullptr;
+  t->m_hook.on_tick = config.stop_on_host_tick ? &Translator::on_tick : nullptr;
   return t;
 }
 
@@ -206,6 +207,24 @@ Status Translator::emit_stubs() {
   return Ok{};
 }
 
+// mprotect as a raw system call: request_exit() may run in a signal handler
+// that interrupted guest code with the guest's FS base (no errno, no TLS).
+void Translator::set_poll_page(bool readable) {
+  long ret;
+  asm volatile("syscall"
+               : "=a"(ret)
+               : "a"(SYS_mprotect), "D"(m_tc->poll_page()), "S"(4096), "d"(readable ? PROT_READ : PROT_NONE)
+               : "rcx", "r11", "memory");
+  (void)ret;
+}
+
+// Page first, flag second: when run() sees the flag, the page is already
+// protected, and its restoring mprotect cannot be overtaken by this one.
+void Translator::request_exit() {
+  set_poll_page(false);
+  m_ctx->exit_requested = 1;
+}
+
 void Translator::clear_lookup() {
   for (uint16_t slot : m_lookup_used) m_ctx->lookup[slot] = LookupEntry{0, 0, m_miss_stub};
   m_lookup_used.clear();
@@ -214,7 +233,7 @@ void Translator::clear_lookup() {
 void Translator::fill_lookup(uint32_t eip, const Block& b) {
   LookupEntry& e = m_ctx->lookup[eip & 0xffff];
   e.neg_eip = uint32_t(0) - eip;
-  e.host = reinterpret_cast<uint64_t>(b.host);
+  e.host = reinterpret_cast<uint64_t>(b.entry());
   m_lookup_used.push_back(uint16_t(eip & 0xffff));
   if (m_lookup_used.size() > 4 * kLookupEntries) {  // keep the list bounded: rebuild it
     std::vector<uint16_t> used;
@@ -282,7 +301,7 @@ void Translator::drop_block(Block* b) {
   }
   if (b->host) {
     LookupEntry& e = m_ctx->lookup[b->guest_eip & 0xffff];
-    if (e.host == reinterpret_cast<uint64_t>(b->host)) e = LookupEntry{0, 0, m_miss_stub};
+    if (e.host == reinterpret_cast<uint64_t>(b->entry())) e = LookupEntry{0, 0, m_miss_stub};
   }
   if (auto it = m_blocks.find(b->guest_eip); it != m_blocks.end() && it->second == b) m_blocks.erase(it);
   for (uint8_t i = 0; i < b->page_count; ++i) {
@@ -325,7 +344,7 @@ void Translator::try_link(uint64_t site_return, uint32_t target_eip, const runti
     if (site.host_offset != offset) continue;
     if (site.linked || site.target_eip != target_eip || site.reason != ExitReason::kBlockEnd) return;
     uint8_t* at = const_cast<uint8_t*>(from->host) + site.host_offset;
-    linked_site_bytes(reinterpret_cast<uint64_t>(at), reinterpret_cast<uint64_t>(target->host), at);
+    linked_site_bytes(reinterpret_cast<uint64_t>(at), reinterpret_cast<uint64_t>(target->entry()), at);
     site.linked = true;
     const_cast<Block*>(target)->incoming.push_back({from, i});
     ++m_stats.chain_links;
@@ -361,6 +380,7 @@ Result<const Block*> Translator::translate(uint32_t eip, bool ephemeral) {
     emit.exit_stub = m_exit_stub;
     emit.site_stub = m_config.chain ? m_site_stub : 0;
     emit.entry_check = true;
+    emit.poll_page = reinterpret_cast<uint64_t>(m_tc->poll_page());
     emit.inline_lookup = m_config.chain;
     emit.count = m_config.count_in_tc;
     for (int attempt = 0;; ++attempt) {
@@ -450,6 +470,7 @@ RunResult Translator::run(runtime::CpuState& cpu, uint64_t max_blocks) {
   while (result.blocks_run < max_blocks) {
     if (m_ctx->exit_requested) {
       m_ctx->exit_requested = 0;
+      set_poll_page(true);
       ++m_stats.exit_requests;
       result.stop = RunStop::kExitRequested;
       break;
@@ -476,7 +497,7 @@ RunResult Translator::run(runtime::CpuState& cpu, uint64_t max_blocks) {
     }
     m_ctx->exit_reason = uint32_t(ExitReason::kNone);
     m_ctx->last_exit = 0;
-    m_enter(m_ctx.get(), b->host);
+    m_enter(m_ctx.get(), b->entry());
     ++result.blocks_run;
     cpu.eip = m_ctx->next_eip;
     const ExitReason reason = ExitReason(m_ctx->exit_reason);
@@ -541,8 +562,17 @@ bool Translator::on_tc_fault(void* opaque, int signo, siginfo_t* si, ucontext_t*
     if (bd.host_offset > offset) break;
     at = &bd;
   }
-  if (!at) return false;  // the entry check touches no guest memory
   TranslatorContext& ctx = *t->m_ctx;
+  const uint64_t poll = reinterpret_cast<uint64_t>(t->m_tc->poll_page());
+  if (signo == SIGSEGV && reinterpret_cast<uint64_t>(si->si_addr) - poll < 4096) {
+    // The exit-request poll at a block entry: nothing of the block has run.
+    if (at) return false;
+    ctx.next_eip = b->guest_eip;
+    ctx.exit_reason = uint32_t(ExitReason::kExitRequested);
+    g[REG_RIP] = greg_t(t->m_exit_stub);
+    return true;
+  }
+  if (!at) return false;  // the entry check touches no guest memory
   const uint64_t trapno = uint64_t(g[REG_TRAPNO]), err = uint64_t(g[REG_ERR]);
   const uint64_t addr = reinterpret_cast<uint64_t>(si->si_addr);
   uint32_t vector = 13, error = 0, linear = 0, access = 0;
@@ -620,7 +650,7 @@ std::string Translator::trace_block(const Block& b) const {
   if (!b.host) return out + "  not translated: " + b.stop_reason + "\n";
   uint32_t first = b.boundaries.empty() ? b.host_size : b.boundaries[0].host_offset;
   if (first > 0) {
-    out += "  (entry: exit-request check)\n";
+    out += fmt::format("  (exit-request leaving path, then the entry at +{:#x}: exit-request check)\n", b.entry_offset);
     append_host(out, b.host, 0, first);
   }
   for (size_t i = 0; i < b.boundaries.size(); ++i) {

@@ -116,7 +116,7 @@ class Translator {
   // Async-signal-safe, callable from any thread: the running (or next) run()
   // returns kExitRequested at the next block entry. run() clears the request
   // when it returns for it.
-  void request_exit() { m_ctx->exit_requested = 1; }
+  void request_exit();
 
   // The block at eip, translating it if needed (nullptr on internal error).
   // Exposed for tests and tracing.
@@ -167,6 +167,8 @@ class Translator {
   void clear_lookup();
   Block* block_by_host(uint64_t host_address) const;
   static bool on_tc_fault(void* opaque, int signo, siginfo_t* si, ucontext_t* uc);
+  static void on_tick(void* opaque) { static_cast<Translator*>(opaque)->request_exit(); }
+  void set_poll_page(bool readable);
 
   using EntryFn = void (*)(TranslatorContext*, const uint8_t* block);
 

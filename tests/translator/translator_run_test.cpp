@@ -167,7 +167,7 @@ TEST(TranslationCache, FlushesWholeWhenFull) {
   code.back() = 0xcc;
   translator::SpanCodeReader reader(mmu::GuestVirt(0x10000), code);
   translator::TranslatorConfig config;
-  config.tc_size = 8192;  // one stub page + 4 KiB of blocks
+  config.tc_size = 12288;  // stub page, poll page, 4 KiB of blocks
   auto t = translator::Translator::create(config, reader);
   ASSERT_TRUE(t.ok());
   CpuState c;
