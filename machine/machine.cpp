@@ -207,6 +207,11 @@ Status PcMachine::init() {
 
   translator::TranslatorConfig tc;
   tc.window_base = m_config.kernel_window_base;
+  // Chained translated code only notices an exit request through
+  // Translator::request_exit() (its poll page): let the runtime's tick call
+  // it while the translator runs (the tick flag below alone is seen only
+  // between dispatches).
+  tc.stop_on_host_tick = true;
   auto tr = translator::Translator::create(tc, *this);
   if (!tr) return tr.error();
   m_translator = std::move(*tr);
