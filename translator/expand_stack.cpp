@@ -173,29 +173,39 @@ void pusha(ExpandContext& ctx, const GuestInsn& g) {
   a.lea(x86::r12d, x86::ptr(x86::r12d, -int32_t(8 * w)));
 }
 
-// popa/popad: EDI ESI EBP (skip) EBX EDX ECX EAX from ascending addresses.
-// Both ends of the area are touched first, so a fault happens before any
-// register changes.
+// popa/popad: EDI ESI EBP (skip) EBX EDX ECX EAX from ascending addresses,
+// each straight into its register, ESP last: the SDM's pseudo-code pops one
+// by one, and the host CPU (checked by the difftest: a popad that runs off
+// the stack) shows EDI loaded and ESP unchanged when a later load faults. A
+// retry loads them all again.
 void popa(ExpandContext& ctx, const GuestInsn& g) {
   x86::Assembler& a = ctx.as();
   const uint32_t w = g.insn.operand_width / 8;
-  a.mov(x86::r13b, stack_slot(ctx, 0, 1));
-  a.mov(x86::r13b, stack_slot(ctx, int32_t(8 * w - 1), 1));
   static constexpr uint32_t kRegs[8] = {7, 6, 5, 4, 3, 2, 1, 0};  // EDI first
   for (int k = 0; k < 8; ++k) {
     const uint32_t r = kRegs[k];
-    if (r == 4) continue;  // the saved ESP is skipped
-    x86::Gp dst = w == 2 ? x86::Gp(x86::gpw(r)) : x86::Gp(x86::gpd(r));
+    // The saved ESP is discarded, but the host CPU still reads it (a #PF on
+    // that slot is reported at its address): R13 takes it.
+    x86::Gp dst = r == 4 ? r13_of(w) : w == 2 ? x86::Gp(x86::gpw(r)) : x86::Gp(x86::gpd(r));
     a.mov(dst, stack_slot(ctx, int32_t(w * k), w));
   }
   a.lea(x86::r12d, x86::ptr(x86::r12d, int32_t(8 * w)));
 }
 
-// enter n, 0 (32 bit): push ebp; ebp = esp; esp -= n (SDM vol. 2, ENTER).
+// The processor also faults "if a write using the final value of the stack
+// pointer would cause a page fault" (SDM vol. 2, ENTER, #PF). Measured (the
+// difftest): the EBP push is already in memory when that fault is raised, so
+// the order is store, then the probe (xchg: a write access that leaves
+// memory and flags as they were), then the register changes. A retry stores
+// the same value again.
 void enter(ExpandContext& ctx, const GuestInsn& g) {
   x86::Assembler& a = ctx.as();
   const int32_t size = int32_t(g.ops[0].imm.value.u & 0xffff);
   a.mov(stack_slot(ctx, -4, 4), x86::ebp);
+  if (size) {
+    a.xchg(stack_slot(ctx, -4 - size, 1), x86::r13b);
+    a.mov(stack_slot(ctx, -4 - size, 1), x86::r13b);
+  }
   a.lea(x86::r12d, x86::ptr(x86::r12d, -4));
   a.mov(x86::ebp, x86::r12d);
   if (size) a.lea(x86::r12d, x86::ptr(x86::r12d, -size));

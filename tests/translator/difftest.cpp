@@ -26,6 +26,12 @@ constexpr uint32_t kDataBase = kData + 0x1000;     // EBP
 constexpr uint32_t kDataSnap = kData, kDataSnapLen = 0x2000;
 constexpr uint32_t kStackInit = kStack + 0x8000;   // ESP
 constexpr uint32_t kStackSnap = kStack + 0x7000, kStackSnapLen = 0x2000;
+// The ends of the mapped regions, where generated faults happen after partial
+// work (pusha below the stack, popa above it, rep stos past the data).
+constexpr std::array<uint32_t, 3> kEdges = {kStack, kStackTop - 0x100, kData + kRegion - 0x100};
+constexpr uint32_t kEdgeLen = 0x100;
+// Never mapped, below the direct executor's segment boundary (0xC0000000).
+constexpr uint32_t kBadLow = 0x01000000, kBadSpan = 0x3f000000;
 
 using Rng = std::mt19937_64;
 
@@ -136,8 +142,100 @@ class Generator {
       }
       (void)ok;
     }
+    if (chance(m_rng, 12)) fault(g);  // ends the run early in both engines
     g.code.push_back(0xcc);  // int3: the end
     return g;
+  }
+
+  // One instruction that faults (#PF or #DE), after set-up that makes it so:
+  // the translated run must stop at it with the native state (precise
+  // faults), including the partial work of rep and the expansions.
+  void fault(Generated& g) {
+    static constexpr std::array<ZydisRegister, 4> kBase = {ZYDIS_REGISTER_EAX, ZYDIS_REGISTER_EBX,
+                                                           ZYDIS_REGISTER_EDX, ZYDIS_REGISTER_EDI};
+    const uint32_t bad = (kBadLow + below(m_rng, kBadSpan)) & ~3u;
+    const ZydisRegister r = pick(m_rng, kBase);
+    auto at = [&](ZydisRegister base, uint16_t size) {
+      ZydisEncoderOperand o{};
+      o.type = ZYDIS_OPERAND_TYPE_MEMORY;
+      o.mem.size = size;
+      o.mem.base = base;
+      o.mem.displacement = int32_t(below(m_rng, 0x40));
+      return o;
+    };
+    switch (below(m_rng, 9)) {
+      case 0:  // plain load or store
+        emit(g, ZYDIS_MNEMONIC_MOV, {reg(r), imm(int64_t(bad))});
+        if (chance(m_rng, 50)) emit(g, ZYDIS_MNEMONIC_ADD, {reg(ZYDIS_REGISTER_ECX), at(r, 4)});
+        else emit(g, ZYDIS_MNEMONIC_MOV, {at(r, 4), reg(ZYDIS_REGISTER_ECX)});
+        return;
+      case 1: {  // divide by zero
+        emit(g, ZYDIS_MNEMONIC_XOR, {reg(ZYDIS_REGISTER_ECX), reg(ZYDIS_REGISTER_ECX)});
+        const ZydisMnemonic m = chance(m_rng, 50) ? ZYDIS_MNEMONIC_DIV : ZYDIS_MNEMONIC_IDIV;
+        emit(g, m, {reg(chance(m_rng, 50) ? ZYDIS_REGISTER_ECX : ZYDIS_REGISTER_CL)});
+        return;
+      }
+      case 2: {  // stack writes below the stack region (pushes, call, enter, pushfd, pusha)
+        static constexpr std::array<std::array<uint8_t, 4>, 5> kOps = {{{0x60}, {0x66, 0x60}, {0x50}, {0x9c},
+                                                                        {0xc8, 0x10, 0x00, 0x00}}};
+        const auto& op = pick(m_rng, kOps);
+        raw(g, {0xbc});  // mov esp, kStack + small
+        raw32(g, kStack + 4 * below(m_rng, 8));
+        size_t n = op[0] == 0x66 ? 2 : op[0] == 0xc8 ? 4 : 1;
+        g.code.insert(g.code.end(), op.begin(), op.begin() + n);
+        ++g.instructions;
+        return;
+      }
+      case 3: {  // stack reads above the stack region (popa, pop, ret, popfd, leave)
+        static constexpr std::array<uint8_t, 5> kOps = {0x61, 0x58, 0xc3, 0x9d, 0xc9};
+        const uint8_t op = pick(m_rng, kOps);
+        // A one-dword read must fault (a popfd image or a ret target from
+        // random bytes would diverge legitimately: CPL 3 vs CPL 0, a fetch).
+        raw(g, {0xbc});  // mov esp, kStackTop - small
+        raw32(g, op == 0x61 ? kStackTop - 4 * below(m_rng, 8) : kStackTop);
+        if (op == 0xc9) {  // leave reads [ebp]
+          raw(g, {0xbd});
+          raw32(g, kStackTop);
+        }
+        raw(g, {op});
+        return;
+      }
+      case 4: {  // rep stos/movs running off the end of the data region
+        g.code.insert(g.code.end(), {0xbf});  // mov edi, data end - small
+        raw32(g, kData + kRegion - 4 * below(m_rng, 16));
+        g.code.insert(g.code.end(), {0xb9});  // mov ecx, 32
+        raw32(g, 32);
+        g.code.insert(g.code.end(), {0x8d, 0x75, 0x00});  // lea esi, [ebp]
+        g.instructions += 3;
+        raw(g, {0xfc, 0xf3, uint8_t(chance(m_rng, 50) ? 0xab : 0xa5)}, 2);  // cld; rep stosd / movsd
+        return;
+      }
+      case 5:  // indirect call/jmp through unmapped memory
+        emit(g, ZYDIS_MNEMONIC_MOV, {reg(r), imm(int64_t(bad))});
+        emit(g, chance(m_rng, 50) ? ZYDIS_MNEMONIC_CALL : ZYDIS_MNEMONIC_JMP, {at(r, 4)});
+        return;
+      case 6: {  // x87 / SSE / cmpxchg8b / push m / pop m on unmapped memory
+        emit(g, ZYDIS_MNEMONIC_MOV, {reg(r), imm(int64_t(bad))});
+        switch (below(m_rng, 5)) {
+          case 0: emit(g, ZYDIS_MNEMONIC_MOVUPS, {reg(ZYDIS_REGISTER_XMM1), at(r, 16)}); return;
+          case 1: emit(g, ZYDIS_MNEMONIC_FLD, {at(r, 8)}); return;
+          case 2: emit(g, ZYDIS_MNEMONIC_CMPXCHG8B, {at(r, 8)}); return;
+          case 3: emit(g, ZYDIS_MNEMONIC_PUSH, {at(r, 4)}); return;
+          default: emit(g, ZYDIS_MNEMONIC_POP, {at(r, 4)}); return;
+        }
+      }
+      case 7:  // AH..DH with an ESP-based operand (the borrowed-register fixup)
+        raw(g, {0xbc});
+        raw32(g, bad);
+        emit(g, chance(m_rng, 50) ? ZYDIS_MNEMONIC_MOV : ZYDIS_MNEMONIC_ADD,
+             {reg(ZYDIS_REGISTER_AH), at(ZYDIS_REGISTER_ESP, 1)});
+        return;
+      default:  // arpl / bcd-free read-modify-write on unmapped memory
+        emit(g, ZYDIS_MNEMONIC_MOV, {reg(r), imm(int64_t(bad))});
+        if (chance(m_rng, 50)) emit(g, ZYDIS_MNEMONIC_ARPL, {at(r, 2), reg(ZYDIS_REGISTER_CX)});
+        else emit(g, ZYDIS_MNEMONIC_XADD, {at(r, 4), reg(ZYDIS_REGISTER_ECX)});
+        return;
+    }
   }
 
  private:
@@ -526,7 +624,7 @@ uint32_t defined_flags(std::span<const uint8_t> code) {
 
 struct Outcome {
   CpuState cpu;
-  std::vector<uint8_t> data, stack;
+  std::vector<uint8_t> data, stack, edges;
   std::string stop;
 };
 
@@ -553,13 +651,17 @@ struct Harness {
     uint32_t pa = va >= kStack ? kStackPa + (va - kStack) : kDataPa + (va - kData);
     return m->memory->host(mmu::GuestPhys(pa), 1);
   }
-  void load_memory(const std::vector<uint8_t>& data, const std::vector<uint8_t>& stack) {
+  void load_memory(const std::vector<uint8_t>& data, const std::vector<uint8_t>& stack,
+                   const std::vector<uint8_t>& edges) {
     std::memcpy(guest(kDataSnap), data.data(), data.size());
     std::memcpy(guest(kStackSnap), stack.data(), stack.size());
+    for (size_t i = 0; i < kEdges.size(); ++i) std::memcpy(guest(kEdges[i]), edges.data() + i * kEdgeLen, kEdgeLen);
   }
   void save(Outcome& o) {
     o.data.assign(guest(kDataSnap), guest(kDataSnap) + kDataSnapLen);
     o.stack.assign(guest(kStackSnap), guest(kStackSnap) + kStackSnapLen);
+    o.edges.clear();
+    for (uint32_t e : kEdges) o.edges.insert(o.edges.end(), guest(e), guest(e) + kEdgeLen);
   }
 };
 
@@ -602,7 +704,8 @@ DiffSummary run_difftest(uint64_t seed, uint64_t count, bool stop_at_first) {
   DiffSummary summary;
   translator::TranslatorStats before = h.translator->stats();
   const bool trace = std::getenv("BT86_DIFFTEST_TRACE") != nullptr;
-  for (uint64_t index = 0; index < count; ++index) {
+  const char* first_env = std::getenv("BT86_DIFFTEST_FIRST");  // start at this sequence (debugging)
+  for (uint64_t index = first_env ? std::strtoull(first_env, nullptr, 0) : 0; index < count; ++index) {
     Rng rng(seed * 0x9E3779B97F4A7C15ull + index);
     Generated gen = Generator(rng).sequence();
     CpuState init = TestMachine::initial_state();
@@ -622,30 +725,33 @@ DiffSummary run_difftest(uint64_t seed, uint64_t count, bool stop_at_first) {
         init.sreg(sg).base = rng() % 4 ? uint32_t(rng() % 0x80) * 16 : 0;
     }
     for (size_t i = 160; i < 160 + 128; ++i) init.fpu.fxsave[i] = uint8_t(rng());  // xmm0-7
-    std::vector<uint8_t> data(kDataSnapLen), stack(kStackSnapLen);
+    std::vector<uint8_t> data(kDataSnapLen), stack(kStackSnapLen), edges(kEdges.size() * kEdgeLen);
     for (auto& b : data) b = uint8_t(rng());
     for (auto& b : stack) b = uint8_t(rng());
+    for (auto& b : edges) b = uint8_t(rng());
 
     Outcome native, translated;
-    h.load_memory(data, stack);
-    native.cpu = init;
-    ExitRecord x = h.m->run(gen.code, native.cpu);
-    native.stop = runtime::describe(x, native.cpu);
-    const bool native_ok = x.kind == ExitKind::Breakpoint;
-    if (native_ok) native.cpu.eip -= 1;  // the int3 itself, where the translator stops
-    h.save(native);
-
-    h.load_memory(data, stack);
-    if (trace) {
+    if (trace) {  // before running anything: a sequence that hangs or crashes is the last one shown
       std::string guest;
       translator::GuestInsn g;
       for (size_t off = 0; off < gen.code.size() &&
                            translator::decode32(std::span(gen.code).subspan(off), uint32_t(kCode + off), g);
            off += g.insn.length)
         guest += fmt::format("  {:08x}  {}\n", g.eip, translator::format_insn(g));
-      std::fprintf(stderr, "sequence %llu (native: %s):\n%s", (unsigned long long)index, native.stop.c_str(),
-                   guest.c_str());
+      std::fprintf(stderr, "sequence %llu:\n%s", (unsigned long long)index, guest.c_str());
     }
+    h.load_memory(data, stack, edges);
+    native.cpu = init;
+    ExitRecord x = h.m->run(gen.code, native.cpu);
+    native.stop = runtime::describe(x, native.cpu);
+    // A generated fault (#PF, #DE) stops both runs at the faulting instruction.
+    const bool native_fault = x.kind == ExitKind::PageFault || x.kind == ExitKind::DivideError;
+    const bool native_ok = x.kind == ExitKind::Breakpoint || native_fault;
+    if (x.kind == ExitKind::Breakpoint) native.cpu.eip -= 1;  // the int3 itself, where the translator stops
+    h.save(native);
+
+    h.load_memory(data, stack, edges);
+    if (trace) std::fprintf(stderr, "  native: %s\n", native.stop.c_str());
     h.translator->flush();  // same guest addresses, new code
     translated.cpu = init;
     translator::RunResult rr = h.translator->run(translated.cpu, 1000);
@@ -654,10 +760,20 @@ DiffSummary run_difftest(uint64_t seed, uint64_t count, bool stop_at_first) {
 
     ++summary.sequences;
     summary.instructions += gen.instructions;
+    if (native_fault) ++summary.faults;
     const uint32_t fmask = defined_flags(gen.code) | rf::DF;
     std::string why;
     if (!native_ok) why = "native run did not reach int3: " + native.stop;
-    else if (rr.stop != translator::RunStop::kNeedsInterpretation || rr.detail.find("int3") == std::string::npos)
+    else if (native_fault && rr.stop != translator::RunStop::kGuestFault)
+      why = "translated run did not fault";
+    else if (native_fault && rr.fault.vector != x.vector)
+      why = fmt::format("fault vector: native {}, translated {}", x.vector, rr.fault.vector);
+    else if (native_fault && x.vector == 14 &&
+             (rr.fault.linear_address != x.fault_address || (rr.fault.error_code & 3) != (x.error_code & 3)))
+      why = fmt::format("#PF: native address {:#x} error {:#x}, translated {:#x} {:#x}", x.fault_address,
+                        x.error_code, rr.fault.linear_address, rr.fault.error_code);
+    else if (!native_fault &&
+             (rr.stop != translator::RunStop::kNeedsInterpretation || rr.detail.find("int3") == std::string::npos))
       why = "translated run did not stop at int3";
     else if (native.cpu.gpr != translated.cpu.gpr) why = "registers differ";
     else if (native.cpu.eip != translated.cpu.eip) why = "eip differs";
@@ -667,6 +783,7 @@ DiffSummary run_difftest(uint64_t seed, uint64_t count, bool stop_at_first) {
       why = "system flags differ";
     else if (auto d = first_diff(native.data, translated.data, kDataSnap); !d.empty()) why = "data " + d;
     else if (auto d = first_diff(native.stack, translated.stack, kStackSnap); !d.empty()) why = "stack " + d;
+    else if (auto d = first_diff(native.edges, translated.edges, 0); !d.empty()) why = "region edges (offset) " + d;
     else if (auto d = fpu_diff(native.cpu.fpu, translated.cpu.fpu); !d.empty()) why = d;
     if (why.empty()) continue;
 

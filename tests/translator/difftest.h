@@ -21,6 +21,7 @@ struct DiffSummary {
   uint64_t sequences = 0;
   uint64_t instructions = 0;
   uint64_t mismatches = 0;
+  uint64_t faults = 0;           // sequences that ended in a (generated) #PF or #DE, compared too
   std::string translated_kinds;  // how the translator handled the instructions (InsnKind: count)
   std::string first_mismatch;  // full report of the first one (empty if none)
 };

@@ -22,9 +22,9 @@ int main(int argc, char** argv) {
   auto t0 = std::chrono::steady_clock::now();
   bt86::test::DiffSummary s = bt86::test::run_difftest(seed, count, !all);
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  std::printf("seed %llu: %llu sequences, %llu instructions, %llu mismatches, %.2f s\n",
-              (unsigned long long)seed, (unsigned long long)s.sequences, (unsigned long long)s.instructions,
-              (unsigned long long)s.mismatches, secs);
+  std::printf("seed %llu: %llu sequences (%llu ending in a fault), %llu instructions, %llu mismatches, %.2f s\n",
+              (unsigned long long)seed, (unsigned long long)s.sequences, (unsigned long long)s.faults,
+              (unsigned long long)s.instructions, (unsigned long long)s.mismatches, secs);
   std::printf("translated as: %s\n", s.translated_kinds.c_str());
   if (!s.first_mismatch.empty()) std::printf("%s\n", s.first_mismatch.c_str());
   return s.mismatches ? 1 : 0;
