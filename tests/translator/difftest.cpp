@@ -699,6 +699,11 @@ std::string first_diff(const std::vector<uint8_t>& a, const std::vector<uint8_t>
 
 }  // namespace
 
+std::vector<uint8_t> difftest_sequence(uint64_t seed, uint64_t index) {
+  Rng rng(seed * 0x9E3779B97F4A7C15ull + index);
+  return Generator(rng).sequence().code;
+}
+
 DiffSummary run_difftest(uint64_t seed, uint64_t count, bool stop_at_first) {
   Harness& h = Harness::get();
   DiffSummary summary;

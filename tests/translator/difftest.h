@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace bt86::test {
 
@@ -29,5 +30,8 @@ struct DiffSummary {
 // Runs sequences [0, count) of the given seed; stops at the first mismatch
 // if stop_at_first.
 DiffSummary run_difftest(uint64_t seed, uint64_t count, bool stop_at_first = true);
+
+// The code of sequence `index` of `seed` (ends with int3); the fuzz mutates these.
+std::vector<uint8_t> difftest_sequence(uint64_t seed, uint64_t index);
 
 }  // namespace bt86::test

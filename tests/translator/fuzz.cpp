@@ -15,6 +15,7 @@
 #include <spdlog/fmt/fmt.h>
 
 #include "tests/runtime/direct_test_machine.h"
+#include "tests/translator/difftest.h"
 #include "translator/translator.h"
 
 namespace bt86::test {
@@ -127,12 +128,25 @@ FuzzSummary run_fuzz(uint64_t seed, uint64_t count) {
       const uint64_t v = rng();
       std::memcpy(code + i, &v, 8);
     }
+    // Half of the runs: a difftest sequence (every expansion) with a few
+    // bytes flipped, so expansions meet garbage registers and bad memory.
+    const bool mutated = rng() % 2;
+    if (mutated) {
+      std::vector<uint8_t> seq = difftest_sequence(seed, index);
+      const uint32_t flips = uint32_t(rng() % 4);
+      for (uint32_t f = 0; f < flips; ++f) seq[rng() % seq.size()] = uint8_t(rng());
+      std::memcpy(code, seq.data(), std::min<size_t>(seq.size(), kFuzzBytes));
+    }
     h.translator->flush();  // new bytes at the same guest addresses
     CpuState cpu = TestMachine::initial_state();
     for (int r = 0; r < 8; ++r) cpu.gpr[r] = reg_value(rng);
     cpu.reg(runtime::ESP) = kStack + uint32_t(rng() % kRegion);
     cpu.eflags = rf::Fixed1 | rf::IF | (uint32_t(rng()) & (rf::Arith | rf::DF));
-    cpu.eip = kCode + uint32_t(rng() % 64);
+    cpu.eip = mutated ? kCode : kCode + uint32_t(rng() % 64);
+    // Any segment bases (wrap-around included): folded in, never outside the window.
+    if (rng() % 2)
+      for (runtime::Seg sg : {runtime::Seg::DS, runtime::Seg::ES, runtime::Seg::SS, runtime::Seg::FS, runtime::Seg::GS})
+        cpu.sreg(sg).base = rng() % 2 ? 0 : uint32_t(rng());
     h.translator->set_irq_pending(rng() % 8 == 0);
 
     h.watchdog->begin();
