@@ -2,6 +2,7 @@
 // segment bases, end to end through a translator with a test CalloutHandler.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <vector>
 
 #include "tests/runtime/direct_test_machine.h"
@@ -418,6 +419,33 @@ TEST_F(Callouts, SixteenBitBranches) {
   EXPECT_EQ(cpu.eip, 0x102cu);
   EXPECT_EQ(cpu.reg(EAX), 0x12341020u);
   EXPECT_EQ(cpu.reg(ESP), kStackTop);
+}
+
+// What one callout round trip costs (translated code -> C++ handler -> the
+// dispatcher -> translated code), printed for the README; asserts only that
+// all of them happened.
+INTEL(callout_loop, "1: cpuid\n dec esi\n jnz 1b\n hlt\n")
+
+struct CountingHandler final : translator::CalloutHandler {
+  CalloutAction callout(CpuState& cpu, const CalloutInsn& insn) override {
+    ++calls;
+    cpu.eip += insn.insn.insn.length;
+    return insn.id() == ZYDIS_MNEMONIC_HLT ? CalloutAction::kStop : CalloutAction::kContinue;
+  }
+  uint64_t calls = 0;
+};
+
+TEST_F(Callouts, RoundTripCost) {
+  CountingHandler counting;
+  tr->set_callout_handler(&counting);
+  constexpr uint32_t kN = 100000;
+  cpu.reg(ESI) = kN;
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = run(snippet_callout_loop(), 10 * kN);
+  const double ns = std::chrono::duration<double, std::nano>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(r.stop, RunStop::kCallout) << r.detail;
+  EXPECT_EQ(counting.calls, kN + 1);
+  std::printf("callout round trip: %.0f ns (%u callouts, each followed by a 2-instruction block)\n", ns / kN, kN);
 }
 
 }  // namespace
