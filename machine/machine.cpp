@@ -72,7 +72,6 @@ class PcMachine final : public Machine,
  public:
   explicit PcMachine(const MachineConfig& config) : m_config(config) {}
   ~PcMachine() override {
-    runtime::detail::set_tick_flag(nullptr);
     for (void* p : m_guards) munmap(p, kGuardBytes);
   }
 
@@ -207,10 +206,8 @@ Status PcMachine::init() {
 
   translator::TranslatorConfig tc;
   tc.window_base = m_config.kernel_window_base;
-  // Chained translated code only notices an exit request through
-  // Translator::request_exit() (its poll page): let the runtime's tick call
-  // it while the translator runs (the tick flag below alone is seen only
-  // between dispatches).
+  // The runtime's preemption tick also stops translated code (through
+  // Translator::request_exit() and its poll page).
   tc.stop_on_host_tick = true;
   auto tr = translator::Translator::create(tc, *this);
   if (!tr) return tr.error();
@@ -227,8 +224,6 @@ Status PcMachine::init() {
   auto direct = runtime::DirectExecutor::create(dc2);
   if (!direct) return direct.error();
   m_direct = std::move(*direct);
-  // The same tick stops translated code.
-  runtime::detail::set_tick_flag(&m_translator->context().exit_requested);
   return Ok{};
 }
 

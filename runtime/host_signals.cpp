@@ -45,7 +45,6 @@ constexpr int kTrapSignals[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS
 
 volatile bool g_cpuid_armed = false;
 volatile bool g_tsc_armed = false;
-volatile uint8_t* volatile g_tick_flag = nullptr;
 
 long raw_syscall2(long nr, long a, long b) {
   long ret;
@@ -117,7 +116,6 @@ __attribute__((no_stack_protector)) void on_signal(int signo, siginfo_t* si, voi
   if (ctx == nullptr || !ctx->in_guest || (cs == kHostCs && rip >= kWindowEnd)) {
     if (signo == tick_signal()) {
       if (ctx) ctx->exit_requested = 1;
-      if (volatile uint8_t* f = g_tick_flag) *f = 1;
       return;
     }
     if (signo == SIGSEGV && rip >= kWindowEnd &&
@@ -255,8 +253,6 @@ Status install_seccomp_filter() {
   log::get("runtime")->debug("seccomp filter installed: i386 system calls trap");
   return Ok{};
 }
-
-void set_tick_flag(volatile uint8_t* flag) { g_tick_flag = flag; }
 
 void arm_instruction_faulting(bool tsc) {
   const HostFeatures& f = host_features();

@@ -42,11 +42,6 @@ Status install_seccomp_filter();
 // either disarms the faulting, and arm() re-arms it before the next entry.
 void arm_instruction_faulting(bool tsc = true);
 
-// One more byte the tick handler sets to 1 on every tick, whatever runs:
-// the translator's exit-request flag, so that a tick stops translated code
-// too. nullptr disables it. The byte must outlive the timer.
-void set_tick_flag(volatile uint8_t* flag);
-
 // A periodic per-thread timer that sends tick_signal() to this thread.
 class TickTimer {
  public:

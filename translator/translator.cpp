@@ -96,6 +96,22 @@ Status Translator::emit_stubs() {
   code.init(Environment(Arch::kX64), base);
   x86::Assembler a(&code);
   Label exit = a.newLabel();
+  // With R13 = the CpuState: the guest registers, live flags and FPU state
+  // go back into it, DF is cleared for the C++ ABI and the host FPU state
+  // comes back (shared by the exit stub and the callout stub).
+  auto store_guest_state = [&] {
+    for (int r = 0; r < 8; ++r) a.mov(x86::dword_ptr(x86::r13, kGpr + 4 * r), kGuestRegs[r]);
+    a.pushfq();
+    a.pop(x86::rax);
+    a.and_(x86::eax, kLiveFlags);
+    a.mov(x86::ecx, x86::dword_ptr(x86::r13, kEflags));
+    a.and_(x86::ecx, ~kLiveFlags);
+    a.or_(x86::ecx, x86::eax);
+    a.mov(x86::dword_ptr(x86::r13, kEflags), x86::ecx);
+    a.cld();
+    a.fxsave64(x86::ptr(x86::r13, kFpu));
+    a.fxrstor64(x86::ptr(x86::r15, ctx_off::kHostFx));
+  };
 
   a.push(x86::rbp);
   a.push(x86::rbx);
@@ -136,17 +152,7 @@ Status Translator::emit_stubs() {
   a.pop(x86::qword_ptr(x86::r15, ctx_off::kLastExit));
   a.bind(exit);
   a.mov(x86::r13, x86::qword_ptr(x86::r15, ctx_off::kCpu));
-  for (int r = 0; r < 8; ++r) a.mov(x86::dword_ptr(x86::r13, kGpr + 4 * r), kGuestRegs[r]);
-  a.pushfq();
-  a.pop(x86::rax);
-  a.and_(x86::eax, kLiveFlags);
-  a.mov(x86::ecx, x86::dword_ptr(x86::r13, kEflags));
-  a.and_(x86::ecx, ~kLiveFlags);
-  a.or_(x86::ecx, x86::eax);
-  a.mov(x86::dword_ptr(x86::r13, kEflags), x86::ecx);
-  a.cld();  // the C++ ABI wants DF clear
-  a.fxsave64(x86::ptr(x86::r13, kFpu));
-  a.fxrstor64(x86::ptr(x86::r15, ctx_off::kHostFx));
+  store_guest_state();
   a.mov(x86::rsp, x86::qword_ptr(x86::r15, ctx_off::kHostRsp));
   a.add(x86::rsp, 8);
   a.pop(x86::r15);
@@ -166,17 +172,7 @@ Status Translator::emit_stubs() {
   a.bind(callout);
   a.mov(x86::r14, x86::r13);
   a.mov(x86::r13, x86::qword_ptr(x86::r15, ctx_off::kCpu));
-  for (int r = 0; r < 8; ++r) a.mov(x86::dword_ptr(x86::r13, kGpr + 4 * r), kGuestRegs[r]);
-  a.pushfq();
-  a.pop(x86::rax);
-  a.and_(x86::eax, kLiveFlags);
-  a.mov(x86::ecx, x86::dword_ptr(x86::r13, kEflags));
-  a.and_(x86::ecx, ~kLiveFlags);
-  a.or_(x86::ecx, x86::eax);
-  a.mov(x86::dword_ptr(x86::r13, kEflags), x86::ecx);
-  a.cld();
-  a.fxsave64(x86::ptr(x86::r13, kFpu));
-  a.fxrstor64(x86::ptr(x86::r15, ctx_off::kHostFx));
+  store_guest_state();
   a.mov(x86::rsp, x86::qword_ptr(x86::r15, ctx_off::kHostRsp));  // 16-byte aligned
   a.mov(x86::rdi, x86::r15);
   a.mov(x86::rsi, x86::r14);
