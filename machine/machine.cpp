@@ -497,19 +497,26 @@ std::optional<Stop> PcMachine::run_direct() {
 }
 
 void PcMachine::control_register_written(int cr, uint32_t old_value, uint32_t new_value) {
-  (void)old_value;
-  (void)new_value;
   drop_unbacked();
   if (cr == 3) {
     m_mmu->load_cr3(m_vcpu.sys.cr3);  // a CR3 write flushes even when the value is the same
     revalidate_code_pages();
-  } else
-    m_mmu->set_control_registers(m_vcpu.sys.cr0, m_vcpu.sys.cr3, m_vcpu.sys.cr4);
-  // Translations are keyed by linear EIP: when paging is switched on or off
-  // (or PSE changes) the same EIP may mean other bytes. CR3 loads keep them:
-  // kernel code is mapped identically in every address space of the guests
-  // bt86 runs (documented limit in machine/README.md).
-  if (cr == 0 || cr == 4) m_translator->flush();
+    return;
+  }
+  m_mmu->set_control_registers(m_vcpu.sys.cr0, m_vcpu.sys.cr3, m_vcpu.sys.cr4);
+  // Translations are keyed by linear EIP. When paging is switched on or off,
+  // or PSE changes, the same EIP may mean other bytes: drop them all. Any
+  // other CR0/CR4 write (Linux toggles CR4.PGE to flush global TLB entries,
+  // and CR0.TS for the FPU) keeps them, but a global flush may have moved
+  // kernel pages, so their linear-to-physical binding is checked as on CR3
+  // loads. CR3 loads keep translations: kernel code is mapped identically in
+  // every address space of the guests bt86 runs (documented limit in
+  // machine/README.md).
+  const uint32_t layout_bits = cr == 0 ? (cr0::PE | cr0::PG) : cr4::PSE;
+  if ((old_value ^ new_value) & layout_bits)
+    m_translator->flush();
+  else
+    revalidate_code_pages();
 }
 
 size_t PcMachine::read(mmu::GuestVirt va, std::span<uint8_t> out) const {

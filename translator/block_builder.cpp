@@ -128,9 +128,15 @@ class Classifier {
  public:
   Classifier(const BuildOptions& options, DecodedBlock& block) : m_opt(options), m_block(block) {}
 
-  Classified classify(const GuestInsn& g);
+  Classified classify(const GuestInsn& g) {
+    m_pending_segs = 0;
+    Classified c = classify_inner(g);
+    m_block.seg_used |= m_pending_segs;
+    return c;
+  }
 
  private:
+  Classified classify_inner(const GuestInsn& g);
   void use(runtime::Seg s) { m_block.seg_used |= seg_bit(s); }
   uint32_t base(runtime::Seg s) const { return m_opt.seg_base[int(s)]; }
   Classified callout_or_stop(BlockInsn& out, const std::string& why) {
@@ -147,16 +153,19 @@ class Classifier {
   Classified reencoded(BlockInsn& out, ReencodeOptions ro = {}) {
     ro.seg_base = &m_opt.seg_base;
     auto bytes = reencode64(out.guest, ro);
-    if (!bytes) return stop("re-encode: " + bytes.error().message);
+    if (!bytes) return stop("re-encode: " + bytes.error().message + ": " + format_insn(out.guest));
     out.host = bytes.value();
     return {out, {}};
   }
 
   const BuildOptions& m_opt;
   DecodedBlock& m_block;
+  // FS/GS of explicit memory operands: marked used unless the instruction
+  // reads the base at run time (kSegBaseAtRun).
+  uint8_t m_pending_segs = 0;
 };
 
-Classified Classifier::classify(const GuestInsn& g) {
+Classified Classifier::classify_inner(const GuestInsn& g) {
   using runtime::Seg;
   const ZydisDecodedInstruction& i = g.insn;
   BlockInsn out;
@@ -177,9 +186,21 @@ Classified Classifier::classify(const GuestInsn& g) {
   auto is_sreg = [](const ZydisDecodedOperand& op) {
     return op.type == ZYDIS_OPERAND_TYPE_REGISTER && ZydisRegisterGetClass(op.reg.value) == ZYDIS_REGCLASS_SEGMENT;
   };
-  // Explicit memory operands: their segment's base is folded in.
-  for (const ZydisDecodedOperand& op : g.visible())
-    if (op.type == ZYDIS_OPERAND_TYPE_MEMORY && op.mem.type == ZYDIS_MEMOP_TYPE_MEM) use(seg_of(op.mem.segment));
+  // Explicit memory operands: their segment's base is folded in, except
+  // FS/GS in re-encoded instructions (kSegBaseAtRun below): a kernel's
+  // per-CPU segment and the user's TLS segment alternate on every system
+  // call, and folding their bases would mean retranslating each time.
+  const ZydisDecodedOperand* fsgs_mem = nullptr;
+  for (const ZydisDecodedOperand& op : g.visible()) {
+    if (op.type != ZYDIS_OPERAND_TYPE_MEMORY || op.mem.type != ZYDIS_MEMOP_TYPE_MEM) continue;
+    const runtime::Seg s = seg_of(op.mem.segment);
+    if (s == Seg::FS || s == Seg::GS) {
+      m_pending_segs |= seg_bit(s);
+      fsgs_mem = &op;
+    } else {
+      use(s);
+    }
+  }
 
   const bool size32 = i.operand_width == 32;
   switch (i.mnemonic) {
@@ -321,6 +342,14 @@ Classified Classifier::classify(const GuestInsn& g) {
     }
     return reencoded(out, ro);
   }
+  if (fsgs_mem && !string_op && !high_byte) {
+    ReencodeOptions ro;
+    ro.seg_base_in_r11 = true;
+    out.kind = InsnKind::kSegBaseAtRun;
+    out.seg = uint8_t(seg_of(fsgs_mem->mem.segment));
+    m_pending_segs = 0;
+    return reencoded(out, ro);
+  }
   return reencoded(out);
 }
 
@@ -361,6 +390,7 @@ const char* insn_kind_name(InsnKind kind) {
     case InsnKind::kInto: return "into";
     case InsnKind::kStringBiased: return "string-biased";
     case InsnKind::kHighByteEspReg: return "high-byte-esp-reg";
+    case InsnKind::kSegBaseAtRun: return "seg-base-at-run";
     case InsnKind::kJmp: return "jmp";
     case InsnKind::kJcc: return "jcc";
     case InsnKind::kCall: return "call";

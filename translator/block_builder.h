@@ -44,6 +44,7 @@ enum class InsnKind : uint8_t {
   kInto,             // OF clear: nothing; set: callout (#OF)
   kStringBiased,     // string instruction with a non-zero DS/ES/override base
   kHighByteEspReg,   // AH..DH together with ESP/SP as a register operand
+  kSegBaseAtRun,     // FS/GS memory operand: the segment base is read from CpuState at run time
   kJmp,              // direct near jmp: ends the block
   kJcc,              // direct conditional branch: ends the block
   kCall,             // direct near call: ends the block
@@ -68,6 +69,7 @@ struct BlockInsn {
   HostBytes host;                            // kInnocuous, kHighByteViaTemp
   ZydisRegister temp = ZYDIS_REGISTER_NONE;  // kHighByteViaTemp: 32-bit guest register borrowed
   uint32_t target = 0;                       // kJmp, kJcc, kCall, kBranch16 (direct), kLoop
+  uint8_t seg = 0;                           // kSegBaseAtRun: the runtime::Seg whose base is added
   bool shadow_check = false;                 // after this instruction: leave if an IRQ is pending (sti)
 };
 

@@ -2,6 +2,8 @@
 // re-encoded instructions, AH..DH next to ESP, string instructions with
 // non-zero segment bases, the BCD instructions and salc (in C++, called with
 // the guest state on the host stack), arpl; and the per-kind dispatch.
+#include <cstddef>
+
 #include "runtime/cpu_state.h"
 #include "translator/expand.h"
 
@@ -34,6 +36,25 @@ void high_byte_via_temp(ExpandContext& ctx, const BlockInsn& insn) {
   a.lea(t32, addr);
   embed(ctx, insn.host);
   a.mov(t64, x86::r13);
+}
+
+// A re-encoded instruction whose FS/GS memory operand is [R11D + X + disp]
+// (reencoder.h, seg_base_in_r11): R11D = the segment's current base from
+// CpuState, R10D = base + index * scale when the guest address has both.
+// mov and lea leave the flags alone; 32-bit lea wraps as the guest's linear
+// address does.
+void seg_base_at_run(ExpandContext& ctx, const BlockInsn& insn) {
+  x86::Assembler& a = ctx.as();
+  const GuestInsn& g = insn.guest;
+  const ZydisDecodedOperand* mem = nullptr;
+  for (const ZydisDecodedOperand& op : g.visible())
+    if (op.type == ZYDIS_OPERAND_TYPE_MEMORY && op.mem.type == ZYDIS_MEMOP_TYPE_MEM) mem = &op;
+  constexpr int32_t kBaseOff = int32_t(offsetof(runtime::CpuState, seg) + offsetof(runtime::SegmentCache, base));
+  a.mov(x86::r11, x86::qword_ptr(x86::r15, ctx_off::kCpu));
+  a.mov(x86::r11d, x86::dword_ptr(x86::r11, kBaseOff + int32_t(insn.seg * sizeof(runtime::SegmentCache))));
+  if (mem->mem.base != ZYDIS_REGISTER_NONE && mem->mem.index != ZYDIS_REGISTER_NONE)
+    a.lea(x86::r10d, x86::ptr(host_gp(mem->mem.base), host_gp(mem->mem.index), __builtin_ctz(mem->mem.scale)));
+  embed(ctx, insn.host);
 }
 
 // AH..DH with ESP/SP as a register operand (movzx esp, ah): T stands in for
@@ -287,6 +308,7 @@ bool misc_kind(ExpandContext& ctx, const BlockInsn& insn, Status& result) {
   switch (insn.kind) {
     case InsnKind::kInnocuous: embed(ctx, insn.host); return true;
     case InsnKind::kHighByteViaTemp: high_byte_via_temp(ctx, insn); return true;
+    case InsnKind::kSegBaseAtRun: seg_base_at_run(ctx, insn); return true;
     case InsnKind::kHighByteEspReg: high_byte_esp_reg(ctx, insn); return true;
     case InsnKind::kStringBiased: string_biased(ctx, insn); return true;
     case InsnKind::kDecimal: decimal(ctx, insn.guest); return true;

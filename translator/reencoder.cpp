@@ -59,6 +59,23 @@ Result<HostBytes> reencode64(const GuestInsn& guest, const ReencodeOptions& opti
         op.reg.value = host_reg(op.reg.value);
     } else if (op.type == ZYDIS_OPERAND_TYPE_MEMORY) {
       const ZydisDecodedOperand& dop = guest.ops[i];
+      if (options.seg_base_in_r11) {
+        const bool both = op.mem.base != ZYDIS_REGISTER_NONE && op.mem.index != ZYDIS_REGISTER_NONE;
+        if (both) {
+          op.mem.index = ZYDIS_REGISTER_R10D;
+          op.mem.scale = 1;
+        } else if (op.mem.base != ZYDIS_REGISTER_NONE) {
+          op.mem.index = host_reg(op.mem.base);
+          op.mem.scale = 1;
+        } else if (op.mem.index != ZYDIS_REGISTER_NONE) {
+          op.mem.index = host_reg(op.mem.index);
+        }
+        op.mem.base = ZYDIS_REGISTER_R11D;
+        // A 32-bit displacement is sign-extended; with 32-bit addressing the
+        // sum wraps the same either way.
+        op.mem.displacement = int32_t(uint32_t(op.mem.displacement));
+        continue;
+      }
       if (options.seg_base && dop.type == ZYDIS_OPERAND_TYPE_MEMORY && dop.mem.type == ZYDIS_MEMOP_TYPE_MEM &&
           options.mem_address_in == ZYDIS_REGISTER_NONE) {
         const uint32_t b = (*options.seg_base)[seg_index(dop.mem.segment)];

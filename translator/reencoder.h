@@ -52,6 +52,10 @@ struct ReencodeOptions {
   // 32-bit addressing the sum wraps modulo 4 GiB exactly like the guest's
   // linear address (limits are not checked).
   const std::array<uint32_t, 6>* seg_base = nullptr;
+  // If set, the explicit memory operand becomes [R11D + X + disp] with the
+  // segment base in R11D (loaded beforehand, kSegBaseAtRun): X is the guest
+  // base or index, or R10D holding base + index * scale when it has both.
+  bool seg_base_in_r11 = false;
 };
 
 // Re-encodes an innocuous guest instruction for 64-bit mode, or says why not.

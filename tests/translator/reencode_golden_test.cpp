@@ -127,17 +127,39 @@ TEST(ReencodeGolden, PushPopExpansions) {
 // A segment base is folded into the displacement as a constant (32-bit
 // addressing wraps like the guest's linear address), and the block records
 // which segments it used.
-TEST(ReencodeGolden, SegmentBasesAreFoldedIntoDisplacements) {
-  std::vector<uint8_t> bytes(snippet_fs_override().begin(), snippet_fs_override().end());
-  bytes.push_back(0xcc);
-  SpanCodeReader reader(mmu::GuestVirt(kGuestAt), bytes);
-  BuildOptions options;
-  options.seg_base[int(runtime::Seg::FS)] = 0xfff00000;
-  DecodedBlock b = build_block(reader, kGuestAt, options);
-  ASSERT_EQ(b.insns.size(), 1u) << b.stop_reason;
-  EXPECT_EQ(disassemble(b.insns[0].host.span(), 0, true), "mov eax, gs:[0x00000000FFF00010]");
-  EXPECT_EQ(b.seg_used, seg_bit(runtime::Seg::FS));
-  EXPECT_EQ(host_of_first(snippet_fs_override()), "mov eax, gs:[0x0000000000000010]");
+// DS/ES/SS/CS bases are constants of the translation; FS and GS (a kernel's
+// per-CPU segment, the user's TLS segment) change on every system call, so
+// their base is read from CpuState when the instruction runs.
+TEST(ReencodeGolden, SegmentBasesAreFoldedOrReadAtRunTime) {
+  auto build = [](std::vector<uint8_t> bytes) {
+    bytes.push_back(0xcc);
+    SpanCodeReader reader(mmu::GuestVirt(kGuestAt), bytes);
+    BuildOptions options;
+    options.seg_base[int(runtime::Seg::DS)] = 0xfff00000;
+    options.seg_base[int(runtime::Seg::FS)] = 0x12340000;
+    return build_block(reader, kGuestAt, options);
+  };
+  DecodedBlock ds = build({0xa1, 0x10, 0, 0, 0});  // mov eax, [0x10]
+  ASSERT_EQ(ds.insns.size(), 1u) << ds.stop_reason;
+  EXPECT_EQ(disassemble(ds.insns[0].host.span(), 0, true), "mov eax, gs:[0x00000000FFF00010]");
+  EXPECT_EQ(ds.seg_used, seg_bit(runtime::Seg::DS));
+
+  DecodedBlock fs = build(std::vector<uint8_t>(snippet_fs_override().begin(), snippet_fs_override().end()));
+  ASSERT_EQ(fs.insns.size(), 1u) << fs.stop_reason;
+  EXPECT_EQ(fs.insns[0].kind, InsnKind::kSegBaseAtRun);
+  EXPECT_EQ(fs.seg_used, 0);
+  EXPECT_EQ(host_of_first(snippet_fs_override()), "mov r11, [r15]; mov r11d, [r11+0x6C]; mov eax, gs:[r11d+0x10]");
+
+  DecodedBlock both = build({0x64, 0x8b, 0x44, 0xb3, 0x08});  // mov eax, fs:[ebx+esi*4+8]
+  ASSERT_EQ(both.insns.size(), 1u) << both.stop_reason;
+  EXPECT_EQ(disassemble(both.insns[0].host.span(), 0, true), "mov eax, gs:[r11d+r10d*1+0x08]");
+  DecodedBlock esp = build({0x65, 0x8b, 0x44, 0x24, 0x08});  // mov eax, gs:[esp+8]
+  ASSERT_EQ(esp.insns.size(), 1u) << esp.stop_reason;
+  EXPECT_EQ(disassemble(esp.insns[0].host.span(), 0, true), "mov eax, gs:[r11d+r12d*1+0x08]");
+  EXPECT_EQ(esp.insns[0].seg, uint8_t(runtime::Seg::GS));
+  DecodedBlock high = build({0x64, 0xa1, 0xe0, 0xe6, 0xe5, 0xc6});  // mov eax, fs:[0xc6e5e6e0] (Linux per-CPU)
+  ASSERT_EQ(high.insns.size(), 1u) << high.stop_reason;
+  EXPECT_EQ(disassemble(high.insns[0].host.span(), 0, true), "mov eax, gs:[r11d-0x391A1920]");
 }
 
 INTEL(cli, "cli")
