@@ -1,12 +1,13 @@
 #include "runtime/direct_executor.h"
 
 #include <Zydis/Zydis.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "base/log.h"
+#include "runtime/world_switch.h"
 
 namespace bt86::runtime {
 namespace {
@@ -33,26 +34,11 @@ bool host_is_amd() {
 }
 
 // Reads guest linear memory without risking a host fault: the page may be
-// gone. process_vm_readv on ourselves returns a short count instead.
+// gone. bt86_probe_read returns a short count instead (a fault in it is
+// resumed by the signal handler), without a system call.
 size_t read_guest(uint32_t linear, uint8_t* buf, size_t len) {
-  size_t done = 0;
-  while (done < len) {
-    const uint64_t addr = uint64_t(linear) + done;
-    if (addr >= (uint64_t(1) << 32)) break;
-    iovec local{buf + done, len - done};
-    iovec remote{reinterpret_cast<void*>(addr), len - done};
-    ssize_t n = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
-    if (n <= 0) {
-      // Maybe only the tail is unreadable: retry up to the page end.
-      const size_t to_page_end = 4096 - (addr & 4095);
-      if (to_page_end >= len - done) break;
-      remote.iov_len = local.iov_len = to_page_end;
-      n = process_vm_readv(getpid(), &local, 1, &remote, 1, 0);
-      if (n <= 0) break;
-    }
-    done += size_t(n);
-  }
-  return done;
+  const uint64_t end = std::min<uint64_t>(uint64_t(linear) + len, uint64_t(1) << 32);
+  return bt86_probe_read(reinterpret_cast<const void*>(uintptr_t(linear)), buf, size_t(end - linear));
 }
 
 struct Decoded {

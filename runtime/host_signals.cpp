@@ -96,6 +96,12 @@ __attribute__((no_stack_protector)) void on_signal(int signo, siginfo_t* si, voi
   WorldContext* ctx = g_world;
   const uint64_t rip = uint64_t(g[REG_RIP]);
 
+  // bt86_probe_read touched a page that is not there: it returns short.
+  if ((signo == SIGSEGV || signo == SIGBUS) && rip == reinterpret_cast<uint64_t>(&bt86_probe_load)) {
+    g[REG_RIP] = reinterpret_cast<greg_t>(&bt86_probe_done);
+    return;
+  }
+
   // Translated code (the translator's cache, far above 4 GiB in CS 0x33).
   if (const runtime::TranslatedCodeHook* hook = g_tc_hook) {
     if (signo == tick_signal()) {
@@ -103,8 +109,10 @@ __attribute__((no_stack_protector)) void on_signal(int signo, siginfo_t* si, voi
       if (hook->on_tick) hook->on_tick(hook->opaque);
     }
     const bool trap = signo == SIGSEGV || signo == SIGBUS || signo == SIGFPE || signo == SIGILL;
+    // Taken: resume the edited context (the translator's exit stub) without
+    // rt_sigreturn, with the translated code's x87/SSE state (guest state).
     if (trap && rip >= hook->tc_begin && rip < hook->tc_end && hook->on_fault(hook->opaque, signo, si, uc))
-      return;
+      bt86_signal_resume(g, uc->uc_mcontext.fpregs);
   }
 
   // Guest context: the guest was entered and either the CPU is not in the
@@ -177,6 +185,8 @@ __attribute__((no_stack_protector)) void on_signal(int signo, siginfo_t* si, voi
   g[REG_RSP] = greg_t(ctx->host_rsp);
   g[REG_EFL] = 0x202;
   g[REG_CSGSFS] = greg_t((csgsfs & 0x0000ffffffff0000ull) | kHostCs | (uint64_t(kHostSs) << 48));
+  // The landing restores the host FPU state itself.
+  bt86_signal_resume(g, nullptr);
 }
 
 }  // namespace
@@ -217,8 +227,13 @@ Status install_signal_handlers() {
   if (handlers_done) return Ok{};
   struct sigaction sa {};
   sa.sa_sigaction = on_signal;
-  sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
-  sigfillset(&sa.sa_mask);
+  // SA_NODEFER and an empty mask: the handler runs with the interrupted
+  // context's mask, so it can leave by bt86_signal_resume instead of
+  // rt_sigreturn (which would be needed to unblock what it blocked). A tick
+  // may therefore nest inside the handler; it only sets flags, and sees host
+  // code (CS 0x33 above 4 GiB) as the interrupted context.
+  sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART | SA_NODEFER;
+  sigemptyset(&sa.sa_mask);
   for (int sig : kTrapSignals)
     if (sigaction(sig, &sa, nullptr) != 0)
       return make_error(std::string("sigaction failed: ") + strerror(errno));

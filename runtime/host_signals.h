@@ -27,7 +27,8 @@ const HostFeatures& host_features();
 // The signal that carries the preemption tick.
 int tick_signal();
 
-// Installs the handlers (SA_ONSTACK, all signals blocked while they run) and
+// Installs the handlers (SA_ONSTACK, SA_NODEFER, nothing blocked while they
+// run: they leave by bt86_signal_resume, not rt_sigreturn) and
 // an alternate signal stack for the calling thread. Idempotent.
 Status install_signal_handlers();
 

@@ -106,4 +106,65 @@ bt86_world_landing:
         ret
         .size   bt86_world_landing, . - bt86_world_landing
 
+# void bt86_signal_resume(const greg_t* gregs /* rdi */, const void* fx /* rsi */)
+# Leaves a signal handler for the context it edited without rt_sigreturn
+# (about 1 us of the 2.3 us host signal round trip here): loads the x87/SSE
+# state from fx (FXSAVE layout; skipped when null), every general register
+# from gregs, and iretqs to gregs' RIP, RSP and RFLAGS in the host's 64-bit
+# CS 0x33 and SS 0x2b. The handlers run with SA_NODEFER and an empty
+# sa_mask, so the signal mask is already the interrupted one: nothing else
+# that sigreturn restores differs. gregs is in ucontext order (REG_R8 = 0 ...
+# REG_RIP = 16, REG_EFL = 17).
+        .globl  bt86_signal_resume
+        .type   bt86_signal_resume, @function
+bt86_signal_resume:
+        test    rsi, rsi
+        jz      1f
+        fxrstor64 [rsi]
+1:      mov     rax, rdi
+        push    0x2b                    # SS
+        push    qword ptr [rax + 15*8]  # RSP
+        push    qword ptr [rax + 17*8]  # RFLAGS
+        push    0x33                    # CS
+        push    qword ptr [rax + 16*8]  # RIP
+        mov     r8,  [rax + 0*8]
+        mov     r9,  [rax + 1*8]
+        mov     r10, [rax + 2*8]
+        mov     r11, [rax + 3*8]
+        mov     r12, [rax + 4*8]
+        mov     r13, [rax + 5*8]
+        mov     r14, [rax + 6*8]
+        mov     r15, [rax + 7*8]
+        mov     rdi, [rax + 8*8]
+        mov     rsi, [rax + 9*8]
+        mov     rbp, [rax + 10*8]
+        mov     rbx, [rax + 11*8]
+        mov     rdx, [rax + 12*8]
+        mov     rcx, [rax + 14*8]
+        mov     rax, [rax + 13*8]
+        iretq
+        .size   bt86_signal_resume, . - bt86_signal_resume
+
+# size_t bt86_probe_read(const uint8_t* src /* rdi */, uint8_t* dst /* rsi */, size_t n /* rdx */)
+# Copies up to n bytes and returns how many it copied: a load that faults
+# (SIGSEGV/SIGBUS at bt86_probe_load) is resumed at bt86_probe_done by the
+# signal handler, with the count so far in rax. Reads guest memory that may
+# be gone without a system call (process_vm_readv costs 1.3 us here).
+        .globl  bt86_probe_read
+        .globl  bt86_probe_load
+        .globl  bt86_probe_done
+        .type   bt86_probe_read, @function
+bt86_probe_read:
+        xor     eax, eax
+1:      cmp     rax, rdx
+        jae     bt86_probe_done
+bt86_probe_load:
+        movzx   ecx, byte ptr [rdi + rax]
+        mov     [rsi + rax], cl
+        inc     rax
+        jmp     1b
+bt86_probe_done:
+        ret
+        .size   bt86_probe_read, . - bt86_probe_read
+
         .section .note.GNU-stack, "", @progbits

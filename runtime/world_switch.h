@@ -7,10 +7,9 @@
 // Exit: every way out of the guest is a host signal. The handler
 // (host_signals.cpp) copies the guest registers out of the signal frame into
 // WorldContext::exit, then edits the frame so that sigreturn resumes at
-// bt86_world_landing in 64-bit mode on the host stack; the landing restores
-// the host FS/GS bases, FPU state and registers and returns from
-// bt86_world_enter. sigreturn also restores the signal mask, so no extra
-// system call is needed.
+// bt86_world_landing in 64-bit mode on the host stack, and leaves the handler
+// with bt86_signal_resume (no rt_sigreturn); the landing restores the host
+// FS/GS bases, FPU state and registers and returns from bt86_world_enter.
 #pragma once
 
 #include <cstddef>
@@ -73,4 +72,11 @@ extern WorldContext* volatile g_world;
 extern "C" {
 void bt86_world_enter(bt86::runtime::detail::WorldContext* ctx);
 void bt86_world_landing();
+// Resumes an edited signal context in the host's 64-bit CS without
+// rt_sigreturn (world_switch.S). fx: FXSAVE image to load, or null.
+[[noreturn]] void bt86_signal_resume(const long long* gregs, const void* fx);
+// Fault-tolerant copy; returns the number of bytes copied (world_switch.S).
+size_t bt86_probe_read(const void* src, void* dst, size_t n);
+void bt86_probe_load();
+void bt86_probe_done();
 }

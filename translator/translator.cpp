@@ -2,6 +2,7 @@
 
 #include <asm/prctl.h>
 #include <asmjit/x86.h>
+#include <sys/auxv.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -25,12 +26,30 @@ constexpr int32_t kFpu = offsetof(runtime::CpuState, fpu);
 // Host register for each guest register, in runtime::Reg order.
 const x86::Gp kGuestRegs[8] = {x86::eax, x86::ecx, x86::edx, x86::ebx, x86::r12d, x86::ebp, x86::esi, x86::edi};
 
+// The GS base is switched on every run(): with FSGSBASE (Linux 5.9+ lets
+// user space use it, HWCAP2 bit 1) that is one instruction instead of an
+// arch_prctl system call each way (about 0.2 us apiece here).
+bool have_fsgsbase() {
+  static const bool have = (getauxval(AT_HWCAP2) & (1u << 1)) != 0;
+  return have;
+}
 uint64_t get_gs_base() {
+  if (have_fsgsbase()) {
+    uint64_t v;
+    asm volatile("rdgsbase %0" : "=r"(v));
+    return v;
+  }
   unsigned long v = 0;
   syscall(SYS_arch_prctl, ARCH_GET_GS, &v);
   return v;
 }
-void set_gs_base(uint64_t v) { syscall(SYS_arch_prctl, ARCH_SET_GS, v); }
+void set_gs_base(uint64_t v) {
+  if (have_fsgsbase()) {
+    asm volatile("wrgsbase %0" ::"r"(v) : "memory");
+    return;
+  }
+  syscall(SYS_arch_prctl, ARCH_SET_GS, v);
+}
 
 
 }  // namespace

@@ -3,6 +3,8 @@
 // and the guest registers.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -10,6 +12,7 @@
 #include <chrono>
 #include <cstring>
 
+#include "runtime/world_switch.h"
 #include "tests/runtime/direct_test_machine.h"
 #include "tests/runtime/guest_snippet.h"
 
@@ -299,6 +302,30 @@ TEST_F(DirectExecutorTest, InvalidOpcode) {
   EXPECT_EQ(cpu.eip, kCode + 1);
 }
 
+// read_guest's fault-tolerant copy: stops at the first unreadable byte
+// instead of crashing (the signal handler resumes it), and SIGBUS (a page
+// past the end of a file) stops it too.
+TEST_F(DirectExecutorTest, ProbeReadStopsAtTheFirstUnreadableByte) {
+  auto* mem = static_cast<uint8_t*>(mmap(nullptr, 8192, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0));
+  ASSERT_NE(mem, MAP_FAILED);
+  for (int i = 0; i < 4096; ++i) mem[i] = uint8_t(i * 7);
+  ASSERT_EQ(mprotect(mem + 4096, 4096, PROT_NONE), 0);
+  uint8_t buf[32] = {};
+  EXPECT_EQ(bt86_probe_read(mem + 4096 - 10, buf, sizeof buf), 10u);
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(buf[i], uint8_t((4086 + i) * 7));
+  EXPECT_EQ(bt86_probe_read(mem + 4096, buf, sizeof buf), 0u);
+  EXPECT_EQ(bt86_probe_read(mem, buf, sizeof buf), sizeof buf);
+  munmap(mem, 8192);
+
+  FILE* f = tmpfile();
+  ASSERT_NE(f, nullptr);
+  void* file_map = mmap(nullptr, 4096, PROT_READ, MAP_SHARED, fileno(f), 0);  // empty file: SIGBUS
+  ASSERT_NE(file_map, MAP_FAILED);
+  EXPECT_EQ(bt86_probe_read(file_map, buf, 4), 0u);
+  munmap(file_map, 4096);
+  fclose(f);
+}
+
 TEST_F(DirectExecutorTest, DivideError) {
   auto code = snippet_do_div0();
   ExitRecord x = run(code);
@@ -411,6 +438,22 @@ TEST_F(DirectExecutorTest, Int80IsASoftwareInterruptNotAHostSystemCall) {
   EXPECT_EQ(x.vector, 0x80);
   EXPECT_EQ(cpu.eip, kCode + code.size());
   EXPECT_EQ(cpu.reg(EAX), 20u);  // getpid, untouched: the host never ran it
+}
+
+// The handler leaves by bt86_signal_resume, not rt_sigreturn: nothing may
+// stay blocked after an exit (a blocked tick would stop preemption; a blocked
+// SIGSEGV would turn the next guest fault into a kill).
+TEST_F(DirectExecutorTest, AnExitLeavesTheSignalMaskAsItWas) {
+  sigset_t before, after;
+  ASSERT_EQ(pthread_sigmask(SIG_SETMASK, nullptr, &before), 0);
+  for (auto code : {snippet_do_ud2(), snippet_do_div0(), snippet_do_int_80()}) {
+    ExitRecord x = run(code);
+    ASSERT_NE(x.kind, ExitKind::InvalidState) << describe(x, cpu);
+    cpu = TestMachine::initial_state();
+  }
+  ASSERT_EQ(pthread_sigmask(SIG_SETMASK, nullptr, &after), 0);
+  for (int sig = 1; sig < SIGRTMAX; ++sig)
+    EXPECT_EQ(sigismember(&before, sig), sigismember(&after, sig)) << "signal " << sig;
 }
 
 // int 0x80 with host system-call numbers whose effect would be visible.
