@@ -127,6 +127,22 @@ Fault Interpreter::fetch_decode() {
   const SegmentCache& cs = m_s.regs.sreg(Seg::CS);
   const uint32_t eip = m_s.regs.eip;
   if (eip > cs.limit) return gp0();
+  if (const ZydisDecodedInstruction* d = m_options.decoded) {
+    const ZydisMachineMode mode = !m_s.protected_mode() ? ZYDIS_MACHINE_MODE_REAL_16
+                                  : cs.big()           ? ZYDIS_MACHINE_MODE_LEGACY_32
+                                                       : ZYDIS_MACHINE_MODE_LEGACY_16;
+    const ZydisStackWidth stack = m_s.regs.sreg(Seg::SS).big() ? ZYDIS_STACK_WIDTH_32 : ZYDIS_STACK_WIDTH_16;
+    if (d->machine_mode == mode && d->stack_width == (stack == ZYDIS_STACK_WIDTH_32 ? 32 : 16) &&
+        uint64_t(eip) + d->length - 1 <= cs.limit) {
+      m_insn = *d;
+      std::copy_n(m_options.decoded_ops, d->operand_count, m_ops);
+      const uint32_t ip_mask = cs.big() && m_s.protected_mode() ? 0xffffffffu : 0xffffu;
+      m_next = (eip + m_insn.length) & ip_mask;
+      m_osize = m_insn.operand_width == 16 ? 2 : 4;
+      m_asize = m_insn.address_width == 16 ? 2 : 4;
+      return std::nullopt;
+    }
+  }
   const uint32_t avail = uint32_t(std::min<uint64_t>(ZYDIS_MAX_INSTRUCTION_LENGTH, uint64_t(cs.limit) - eip + 1));
   std::array<uint8_t, ZYDIS_MAX_INSTRUCTION_LENGTH> buf{};
   const uint32_t lin = cs.base + eip;

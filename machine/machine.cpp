@@ -63,6 +63,18 @@ struct LoopStats {
   uint64_t halt_ns = 0;
   uint64_t mode_switches = 0;     // CPL 0 <-> 3
   uint64_t unbacked_pages = 0;    // pages of all-ones mapped for physical addresses without RAM
+  uint64_t prefaults = 0;         // pages mapped when a #PF handler returned (prefault_after_iret)
+};
+
+// The last true page fault given to the guest, until the IRET that may end
+// its handler (prefault_after_iret).
+struct PendingPrefault {
+  bool valid = false;
+  mmu::Window window = mmu::Window::kKernel;
+  uint32_t lin = 0;
+  uint32_t eip = 0;  // the faulting instruction
+  uint32_t cr3 = 0;
+  Access kind = Access::kRead;
 };
 
 class PcMachine final : public Machine,
@@ -107,6 +119,7 @@ class PcMachine final : public Machine,
   void poll_input(int timeout_ms);
   bool fix_host_gdt_selectors();
   std::optional<Stop> resolve_page_fault(mmu::Window window, uint32_t lin, Access kind);
+  void prefault_after_iret();
   bool map_unbacked(uint32_t lin);
   void drop_unbacked();
   Stop guest_error(std::string message);
@@ -152,6 +165,7 @@ class PcMachine final : public Machine,
   std::vector<void*> m_guards;
   std::vector<uint32_t> m_unbacked;  // kernel-window pages standing for physical addresses without RAM
   LoopStats m_stats;
+  PendingPrefault m_prefault;
 };
 
 const char* kStopNames[] = {"debug exit", "power off", "reset", "triple fault", "guest error", "quit",
@@ -332,12 +346,19 @@ std::optional<Stop> PcMachine::interpret(const ExecuteOptions& options) {
   return after_step(r);
 }
 
-translator::CalloutAction PcMachine::callout(runtime::CpuState& cpu, const translator::CalloutInsn&) {
+translator::CalloutAction PcMachine::callout(runtime::CpuState& cpu, const translator::CalloutInsn& insn) {
   // cpu is m_vcpu.regs: the translator runs on it.
   (void)cpu;
   ++m_stats.callouts;
   const uint8_t cpl = m_vcpu.cpl;
-  StepResult r = execute(m_vcpu, m_mmu->linear_memory(), *this);
+  ExecuteOptions options;
+  if (insn.insn.eip == m_vcpu.regs.eip) {  // the translator decoded it: no second fetch and decode
+    options.decoded = &insn.insn.insn;
+    options.decoded_ops = insn.insn.ops;
+  }
+  StepResult r = execute(m_vcpu, m_mmu->linear_memory(), *this, options);
+  if (m_prefault.valid && (insn.id() == ZYDIS_MNEMONIC_IRETD || insn.id() == ZYDIS_MNEMONIC_IRET))
+    prefault_after_iret();
   if (auto s = after_step(r)) {
     m_callout_stop = s;
     return translator::CalloutAction::kStop;
@@ -398,6 +419,7 @@ std::optional<Stop> PcMachine::resolve_page_fault(mmu::Window window, uint32_t l
       return std::nullopt;
     case mmu::HostFaultOutcome::Kind::kGuestFault:
       ++m_stats.true_faults;
+      m_prefault = PendingPrefault{true, window, lin, m_vcpu.regs.eip, m_vcpu.sys.cr3, kind};
       return deliver_event(Event::exception(o.fault));
     case mmu::HostFaultOutcome::Kind::kNotRam:
       if (window == mmu::Window::kKernel && map_unbacked(lin)) return std::nullopt;
@@ -415,6 +437,27 @@ std::optional<Stop> PcMachine::resolve_page_fault(mmu::Window window, uint32_t l
       return Stop{StopReason::kHostError, 3, "shadow paging: " + o.error};
   }
   return std::nullopt;
+}
+
+// A guest #PF handler fixes the entry and IRETs to the faulting instruction,
+// which would now take a second host fault (the shadow does not know the
+// new entry yet: the guest need not INVLPG a page it makes present, SDM
+// vol. 3, 4.10.4.3), costing another host signal and engine exit. Instead,
+// at that IRET, if it returns to the faulting EIP in the same address space
+// and privilege and the guest's tables now allow the access, the page is
+// mapped at once, like a speculative TLB fill (A set, D not: the mapping is
+// made for a read; a write to a clean page still faults to set D).
+void PcMachine::prefault_after_iret() {
+  const PendingPrefault p = m_prefault;
+  m_prefault.valid = false;
+  const bool user = p.window == mmu::Window::kUser;
+  if (m_vcpu.regs.eip != p.eip || m_vcpu.sys.cr3 != p.cr3 || user != (m_vcpu.cpl == 3)) return;
+  const mmu::PagingControl pc{m_vcpu.sys.cr0, m_vcpu.sys.cr3, m_vcpu.sys.cr4};
+  const mmu::Translation t = mmu::translate(*m_memory, pc, p.lin, p.kind, user);
+  if (t.status != mmu::WalkStatus::kOk) return;  // still a true fault (or not RAM): the retry says so
+  if (auto s = m_mmu->lookup(p.window, p.lin); s && s->phys == (t.phys & ~0xfffu)) return;  // mapped meanwhile
+  if (m_mmu->handle_host_fault(p.window, p.lin, Access::kRead).kind == mmu::HostFaultOutcome::Kind::kHidden)
+    ++m_stats.prefaults;
 }
 
 // An access to a physical address with no RAM behind it: a PC's bus reads
@@ -564,9 +607,10 @@ std::string PcMachine::stats_text() const {
   s += fmt::format(
       "machine: translated runs {}, direct runs {}, mode switches {}, callouts {}, interpreted {}\n"
       "machine: interrupts {}, exceptions and int n {}, halts {} ({:.1f} ms asleep), segment fixups {}\n"
-      "machine: hidden faults user {} kernel {}, true faults {}, pages without RAM mapped as all-ones {}\n",
+      "machine: hidden faults user {} kernel {}, true faults {} (prefaulted at the handler's iret {}), pages without RAM "
+      "mapped as all-ones {}\n",
       l.translated_runs, l.direct_runs, l.mode_switches, l.callouts, l.interpreted, l.interrupts, l.exceptions,
-      l.halts, l.halt_ns / 1e6, l.segment_fixups, l.hidden_faults_user, l.hidden_faults_kernel, l.true_faults, l.unbacked_pages);
+      l.halts, l.halt_ns / 1e6, l.segment_fixups, l.hidden_faults_user, l.hidden_faults_kernel, l.true_faults, l.prefaults, l.unbacked_pages);
   const mmu::ShadowStats& ms = m_mmu->stats();
   s += fmt::format(
       "mmu: hidden faults {}, true faults {}, dirty upgrades {}, pages mapped {} in {} mmap calls, "

@@ -462,6 +462,48 @@ TEST(Interpreter, FetchFaults) {
   m.expect_fault(r, vec::GP, 0);
 }
 
+// ExecuteOptions::decoded (the translator's callouts): the caller's decoding
+// is used as is when it fits the current code and stack size and the CS
+// limit, and ignored (the bytes are fetched) when it does not.
+TEST(Interpreter, PredecodedInstructionIsUsedOnlyWhenItFits) {
+  auto decode = [](std::initializer_list<uint8_t> bytes, ZydisMachineMode mode, ZydisStackWidth width,
+                   ZydisDecodedInstruction& insn, ZydisDecodedOperand* ops) {
+    ZydisDecoder d;
+    ZydisDecoderInit(&d, mode, width);
+    ASSERT_TRUE(ZYAN_SUCCESS(ZydisDecoderDecodeFull(&d, std::data(bytes), bytes.size(), &insn, ops)));
+  };
+  ZydisDecodedInstruction insn;
+  ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
+  decode({0xe4, 0x71}, ZYDIS_MACHINE_MODE_LEGACY_32, ZYDIS_STACK_WIDTH_32, insn, ops);  // in al, 0x71
+  ExecuteOptions o;
+  o.decoded = &insn;
+  o.decoded_ops = ops;
+
+  Guest m;
+  m.hooks.in_value = 0x5a;
+  StepResult r = m.step({0xe4, 0x60}, o);  // the bytes say in al, 0x60: the decoding wins
+  EXPECT_FALSE(r.delivered);
+  EXPECT_EQ(r.length, 2);
+  ASSERT_FALSE(m.hooks.ins.empty());
+  EXPECT_EQ(m.hooks.ins.back().port, 0x71);
+  EXPECT_EQ(m.s.regs.eip, kCode + 2);
+
+  // Decoded for a 16-bit stack while SS is 32-bit: fetched instead.
+  decode({0xe4, 0x71}, ZYDIS_MACHINE_MODE_LEGACY_32, ZYDIS_STACK_WIDTH_16, insn, ops);
+  m.s.regs.eip = kCode;
+  m.step({0xe4, 0x60}, o);
+  EXPECT_EQ(m.hooks.ins.back().port, 0x60);
+
+  // Runs past the CS limit: the fetch path raises the #GP.
+  decode({0xe4, 0x71}, ZYDIS_MACHINE_MODE_LEGACY_32, ZYDIS_STACK_WIDTH_32, insn, ops);
+  m.s.regs.eip = kCode;
+  m.s.regs.sreg(Seg::CS).limit = kCode;
+  const size_t ins_before = m.hooks.ins.size();
+  r = m.step({0xe4, 0x60}, o);
+  m.expect_fault(r, vec::GP, 0);
+  EXPECT_EQ(m.hooks.ins.size(), ins_before);
+}
+
 TEST(Interpreter, SingleStepTrapsAfterTheInstruction) {
   Guest m;
   m.s.regs.eflags |= fl::TF;
