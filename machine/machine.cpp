@@ -135,7 +135,8 @@ class PcMachine final : public Machine,
     revalidate_code_page(lin >> 12);
   }
   void revalidate_code_page(uint32_t lin_page);
-  void revalidate_code_pages();
+  // keep_global: a CR3 load, which leaves global translations in place.
+  void revalidate_code_pages(bool keep_global);
   void segments_changed() override {}
   uint64_t host_tsc() override { return __rdtsc(); }
 
@@ -160,7 +161,9 @@ class PcMachine final : public Machine,
   InputHooks m_input;
   // Linear page -> physical page of every page the translator read code
   // from. Translations are keyed by linear EIP; when a guest remaps such a
-  // page (INVLPG, CR3 load) to another frame, its blocks must go.
+  // page (INVLPG, CR3 load) to another frame, its blocks must go. Bit 31
+  // marks a global mapping, which CR3 loads leave alone as the TLB does.
+  static constexpr uint32_t kGlobalCodePage = 1u << 31;
   mutable std::unordered_map<uint32_t, uint32_t> m_code_pages;
   std::vector<void*> m_guards;
   std::vector<uint32_t> m_unbacked;  // kernel-window pages standing for physical addresses without RAM
@@ -543,7 +546,7 @@ void PcMachine::control_register_written(int cr, uint32_t old_value, uint32_t ne
   drop_unbacked();
   if (cr == 3) {
     m_mmu->load_cr3(m_vcpu.sys.cr3);  // a CR3 write flushes even when the value is the same
-    revalidate_code_pages();
+    revalidate_code_pages(true);
     return;
   }
   m_mmu->set_control_registers(m_vcpu.sys.cr0, m_vcpu.sys.cr3, m_vcpu.sys.cr4);
@@ -559,7 +562,7 @@ void PcMachine::control_register_written(int cr, uint32_t old_value, uint32_t ne
   if ((old_value ^ new_value) & layout_bits)
     m_translator->flush();
   else
-    revalidate_code_pages();
+    revalidate_code_pages(false);
 }
 
 size_t PcMachine::read(mmu::GuestVirt va, std::span<uint8_t> out) const {
@@ -580,7 +583,7 @@ uint32_t PcMachine::phys_page(mmu::GuestVirt va) const {
   mmu::PagingControl pc{m_vcpu.sys.cr0, m_vcpu.sys.cr3, m_vcpu.sys.cr4};
   mmu::Translation t = mmu::translate(*m_memory, pc, uint32_t(va.value), Access::kFetch, false);
   const uint32_t page = t.status == mmu::WalkStatus::kOk ? t.phys >> 12 : uint32_t(va.value >> 12);
-  m_code_pages[uint32_t(va.value >> 12)] = page;
+  m_code_pages[uint32_t(va.value >> 12)] = page | (t.status == mmu::WalkStatus::kOk && t.global ? kGlobalCodePage : 0);
   return page;
 }
 
@@ -589,15 +592,16 @@ void PcMachine::revalidate_code_page(uint32_t lin_page) {
   if (it == m_code_pages.end()) return;
   mmu::PagingControl pc{m_vcpu.sys.cr0, m_vcpu.sys.cr3, m_vcpu.sys.cr4};
   mmu::Translation t = mmu::translate(*m_memory, pc, lin_page << 12, Access::kFetch, false);
-  if (t.status == mmu::WalkStatus::kOk && t.phys >> 12 == it->second) return;
-  m_translator->invalidate_code_page(it->second);
+  if (t.status == mmu::WalkStatus::kOk && t.phys >> 12 == (it->second & ~kGlobalCodePage)) return;
+  m_translator->invalidate_code_page(it->second & ~kGlobalCodePage);
   m_code_pages.erase(it);
 }
 
-void PcMachine::revalidate_code_pages() {
+void PcMachine::revalidate_code_pages(bool keep_global) {
   std::vector<uint32_t> pages;
   pages.reserve(m_code_pages.size());
-  for (const auto& [lin, phys] : m_code_pages) pages.push_back(lin);
+  for (const auto& [lin, phys] : m_code_pages)
+    if (!keep_global || !(phys & kGlobalCodePage)) pages.push_back(lin);
   for (uint32_t lin : pages) revalidate_code_page(lin);
 }
 
@@ -614,10 +618,10 @@ std::string PcMachine::stats_text() const {
   const mmu::ShadowStats& ms = m_mmu->stats();
   s += fmt::format(
       "mmu: hidden faults {}, true faults {}, dirty upgrades {}, pages mapped {} in {} mmap calls, "
-      "pages dropped {} in {} calls, CR3 loads {}, full flushes {}, INVLPGs {}, code pages protected {}, "
+      "pages dropped {} in {} calls, CR3 loads {} ({} pages kept across them), full flushes {}, INVLPGs {}, code pages protected {}, "
       "code write faults {} (+{} by the CPU model)\n",
       ms.hidden_faults, ms.true_faults, ms.dirty_upgrades, ms.pages_mapped, ms.map_calls, ms.pages_dropped,
-      ms.unmap_calls, ms.cr3_loads, ms.full_flushes, ms.invlpgs, ms.code_pages_protected, ms.code_write_faults,
+      ms.unmap_calls, ms.cr3_loads, ms.pages_kept, ms.full_flushes, ms.invlpgs, ms.code_pages_protected, ms.code_write_faults,
       ms.code_writes_by_cpu);
   s += m_translator->format_stats();
   const auto ds = m_direct->stats();

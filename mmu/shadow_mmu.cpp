@@ -165,7 +165,7 @@ void ShadowMmu::set_control_registers(uint32_t cr0, uint32_t cr3, uint32_t cr4) 
     drop_all_where(false);
   } else if (prev.cr3 != next.cr3 && next.paging()) {
     ++m_stats.cr3_loads;
-    drop_all_where(true);
+    revalidate_after_cr3();
   }
 }
 
@@ -174,7 +174,55 @@ void ShadowMmu::load_cr3(uint32_t cr3) {
   m_linear.set_control(m_control);
   ++m_stats.cr3_loads;
   // With paging off the shadow is the identity map: CR3 does not matter.
-  if (m_control.paging()) drop_all_where(true);
+  if (m_control.paging()) revalidate_after_cr3();
+}
+
+// A CR3 load flushes the non-global TLB entries. The shadow may keep a
+// mapping anyway when the new tables translate its page exactly as the
+// mapping does (same physical page, rights at least those mapped): such an
+// entry is indistinguishable from one refilled at the next access, and it
+// gets its accessed bit as that refill would set it. Processes share their
+// code and, after fork, most pages, so most of the shadow survives a
+// context switch instead of being unmapped and faulted in again.
+void ShadowMmu::revalidate_after_cr3() {
+  for (Window which : {Window::kUser, Window::kKernel}) {
+    WindowState& w = m_windows[int(which)];
+    if (w.pages == 0) continue;
+    const bool user = which == Window::kUser;
+    uint32_t run_start = 0, run_len = 0;
+    auto flush = [&] {
+      if (run_len == 0) return;
+      if (auto s = w.mapper->unmap(GuestVirt(run_start << 12), uint64_t(run_len) << 12); !s)
+        log::get("mmu")->error("shadow drop failed: {}", s.error().message);
+      ++m_stats.unmap_calls;
+      m_stats.pages_dropped += run_len;
+      run_len = 0;
+    };
+    for (uint32_t r = 0; r < kPagesPerRegion; ++r) {
+      for (uint32_t i = 0; i < kPagesPerRegion && w.regions[r]; ++i) {
+        Slot& slot = w.regions[r]->slots[i];
+        const uint32_t e = slot.entry;
+        if (!(e & kSlotValid) || (e & kSlotGlobal)) continue;
+        const uint32_t page = r * kPagesPerRegion + i;
+        const Translation t = translate(*m_memory, m_control, page << 12, Access::kRead, user);
+        bool keep = t.status == WalkStatus::kOk && (t.phys >> 12) == (e >> 12) && t.large == bool(e & kSlotLarge) &&
+                    (!user || t.user);
+        if (keep && (e & kSlotWritable))
+          keep = has(prot_for(which, t.user, t.writable, t.dirty, e >> 12), Prot::Write);
+        if (keep) {
+          mark_accessed(*m_memory, t, false);
+          if (t.global) slot.entry |= kSlotGlobal;
+          ++m_stats.pages_kept;
+          continue;
+        }
+        if (run_len != 0 && page != run_start + run_len) flush();
+        if (run_len == 0) run_start = page;
+        ++run_len;
+        forget(which, page);  // frees the region with its last page: the loop stops
+      }
+    }
+    flush();
+  }
 }
 
 void ShadowMmu::flush_all() {

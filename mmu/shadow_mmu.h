@@ -75,6 +75,7 @@ struct ShadowStats {
   uint64_t map_calls = 0;
   uint64_t protect_calls = 0;
   uint64_t pages_dropped = 0;
+  uint64_t pages_kept = 0;  // mappings a CR3 load left in place (the new tables agreed)
   uint64_t unmap_calls = 0;
   uint64_t cr3_loads = 0;
   uint64_t full_flushes = 0;        // paging-mode changes (PG, WP, PSE, PGE, PAE)
@@ -188,6 +189,9 @@ class ShadowMmu final : private PhysWriteObserver {
   template <typename Keep>
   void drop_where(Window which, uint32_t first_region, uint32_t end_region, Keep keep);
   void drop_all_where(bool keep_global);
+  // After a CR3 load: keep each non-global mapping that the new page tables
+  // give the same physical page with at least the rights mapped, drop the rest.
+  void revalidate_after_cr3();
   void phys_page_written(uint32_t phys_page) override;
 
   GuestMemory* m_memory;

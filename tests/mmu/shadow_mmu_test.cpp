@@ -241,26 +241,46 @@ TEST_F(ShadowMmuTest, LargePagesAreOneCallAndOneTlbEntry) {
   EXPECT_EQ(out.phys, 0x1000010u);
 }
 
-TEST_F(ShadowMmuTest, Cr3LoadKeepsGlobalPagesAndDropsTheRest) {
+// A CR3 load flushes non-global entries; the shadow keeps a mapping only if
+// the new tables translate it exactly as mapped (a refill would recreate it).
+TEST_F(ShadowMmuTest, Cr3LoadKeepsGlobalPagesAndRevalidatesTheRest) {
   pt->map(0xc0100000, 0x100000, pte::P | pte::RW | pte::D | pte::G);
   pt->map(0xc0200000, 0x101000, pte::P | pte::RW | pte::D);
+  pt->map(0xc0300000, 0x105000, pte::P | pte::RW | pte::D);
   pt->map(0x08000000, 0x102000, kUserRw | pte::D | pte::G);
   pt->map(0x08400000, 0x103000, kUserRw | pte::D);
-  for (uint32_t lin : {0xc0100000u, 0xc0200000u, 0x08000000u, 0x08400000u})
+  pt->map(0x08800000, 0x106000, kUserRw | pte::D);
+  pt->map(0x08c00000, 0x107000, kUserRw | pte::D);
+  for (uint32_t lin : {0xc0100000u, 0xc0200000u, 0xc0300000u, 0x08000000u, 0x08400000u})
     ASSERT_EQ(shadow->handle_host_fault(Window::kKernel, lin, Access::kRead).kind, Kind::kHidden);
-  for (uint32_t lin : {0x08000000u, 0x08400000u})
-    ASSERT_EQ(shadow->handle_host_fault(Window::kUser, lin, Access::kRead).kind, Kind::kHidden);
+  for (uint32_t lin : {0x08000000u, 0x08400000u, 0x08800000u})
+    ASSERT_EQ(shadow->handle_host_fault(Window::kUser, lin, Access::kWrite).kind, Kind::kHidden);
+  ASSERT_EQ(shadow->handle_host_fault(Window::kUser, 0x08c00000, Access::kWrite).kind, Kind::kHidden);
+  // The guest changes its tables without INVLPG, then reloads CR3: the
+  // changed entries must go, the unchanged ones may stay.
+  pt->map(0xc0200000, 0x104000, pte::P | pte::RW | pte::D);     // another frame
+  pt->set_pte(0x08400000, 0);                                   // not present
+  pt->map(0x08800000, 0x106000, pte::P | pte::US | pte::D);     // read-only now
+  pt->map(0x08c00000, 0x107000, pte::P | pte::RW | pte::D);     // supervisor now
+  pt->set_pte(0x08000000, pt->pte(0x08000000) & ~pte::A);      // kept entries get A again
+  const uint32_t ptes_before = pt->pte(0xc0300000) & ~pte::A;
+  pt->set_pte(0xc0300000, ptes_before);
   const auto before = shadow->stats();
   shadow->load_cr3(pt->cr3());  // same value: still a flush (SDM 4.10.4.1)
   EXPECT_EQ(shadow->stats().cr3_loads - before.cr3_loads, 1u);
-  EXPECT_TRUE(readable(kernel(0xc0100000)));
-  EXPECT_FALSE(readable(kernel(0xc0200000)));
+  EXPECT_TRUE(readable(kernel(0xc0100000)));   // global
+  EXPECT_FALSE(readable(kernel(0xc0200000)));  // other frame
+  EXPECT_TRUE(readable(kernel(0xc0300000)));   // unchanged
+  EXPECT_TRUE(pt->pte(0xc0300000) & pte::A);
   EXPECT_TRUE(readable(kernel(0x08000000)));
-  EXPECT_FALSE(readable(kernel(0x08400000)));
+  EXPECT_FALSE(readable(kernel(0x08400000)));  // not present
   EXPECT_TRUE(readable(user(0x08000000)));
   EXPECT_FALSE(readable(user(0x08400000)));
-  EXPECT_EQ(shadow->stats().pages_dropped - before.pages_dropped, 3u);
-  EXPECT_EQ(shadow->mapped_pages(Window::kKernel) + shadow->mapped_pages(Window::kUser), 3u);
+  EXPECT_FALSE(readable(user(0x08800000)));    // was writable, now read-only
+  EXPECT_FALSE(readable(user(0x08c00000)));    // now a supervisor page
+  EXPECT_EQ(shadow->stats().pages_dropped - before.pages_dropped, 5u);
+  EXPECT_EQ(shadow->stats().pages_kept - before.pages_kept, 1u);  // 0xc0300000 (the globals are not counted)
+  EXPECT_EQ(shadow->mapped_pages(Window::kKernel) + shadow->mapped_pages(Window::kUser), 4u);
 
   // Without PGE nothing is global: set_control_registers with PGE cleared
   // drops everything, and later mappings do not survive CR3 loads.
@@ -414,7 +434,8 @@ TEST_F(ShadowMmuTest, DropsCoalesceIntoFewUnmapCalls) {
   ASSERT_EQ(shadow->handle_host_fault(Window::kUser, 0x30000000, Access::kRead).kind, Kind::kHidden);
   EXPECT_EQ(shadow->mapped_pages(Window::kUser), 1024u);
   const auto before = shadow->stats();
-  shadow->load_cr3(pt->cr3());
+  PageTables empty(*mem, 0x90000, 0x91000);
+  shadow->load_cr3(empty.cr3());
   EXPECT_EQ(shadow->stats().unmap_calls - before.unmap_calls, 1u);
   EXPECT_EQ(shadow->stats().pages_dropped - before.pages_dropped, 1024u);
   EXPECT_FALSE(readable(user(0x30000000 + 500 * kPageSize)));
