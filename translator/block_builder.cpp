@@ -1,7 +1,6 @@
 #include "translator/block_builder.h"
 
 #include <array>
-#include <optional>
 
 namespace bt86::translator {
 namespace {
@@ -85,12 +84,15 @@ bool denied_category(ZydisInstructionCategory c) {
   }
 }
 
+// The classifier fills in the BlockInsn it is given (in the block's own
+// vector: BlockInsn is ~1 KiB, copies of it were a large part of the
+// translation time); on a stop the caller drops it.
 struct Classified {
-  std::optional<BlockInsn> insn;
+  bool ok = false;
   std::string stop_reason;
 };
 
-Classified stop(std::string why) { return {std::nullopt, std::move(why)}; }
+Classified stop(std::string why) { return {false, std::move(why)}; }
 
 ZydisRegister enclosing(ZydisRegister r) {
   return r == ZYDIS_REGISTER_NONE ? r : ZydisRegisterGetLargestEnclosing(ZYDIS_MACHINE_MODE_LEGACY_32, r);
@@ -128,34 +130,35 @@ class Classifier {
  public:
   Classifier(const BuildOptions& options, DecodedBlock& block) : m_opt(options), m_block(block) {}
 
-  Classified classify(const GuestInsn& g) {
+  // out.guest holds the decoded instruction.
+  Classified classify(BlockInsn& out) {
     m_pending_segs = 0;
-    Classified c = classify_inner(g);
+    Classified c = classify_inner(out);
     m_block.seg_used |= m_pending_segs;
     return c;
   }
 
  private:
-  Classified classify_inner(const GuestInsn& g);
+  Classified classify_inner(BlockInsn& out);
   void use(runtime::Seg s) { m_block.seg_used |= seg_bit(s); }
   uint32_t base(runtime::Seg s) const { return m_opt.seg_base[int(s)]; }
   Classified callout_or_stop(BlockInsn& out, const std::string& why) {
     if (m_opt.callouts) {
       out.kind = InsnKind::kCallout;
-      return {out, {}};
+      return {true, {}};
     }
     return stop(why + ZydisMnemonicGetString(out.guest.insn.mnemonic));
   }
   Classified kind(BlockInsn& out, InsnKind k) {
     out.kind = k;
-    return {out, {}};
+    return {true, {}};
   }
   Classified reencoded(BlockInsn& out, ReencodeOptions ro = {}) {
     ro.seg_base = &m_opt.seg_base;
     auto bytes = reencode64(out.guest, ro);
     if (!bytes) return stop("re-encode: " + bytes.error().message + ": " + format_insn(out.guest));
     out.host = bytes.value();
-    return {out, {}};
+    return {true, {}};
   }
 
   const BuildOptions& m_opt;
@@ -165,11 +168,10 @@ class Classifier {
   uint8_t m_pending_segs = 0;
 };
 
-Classified Classifier::classify_inner(const GuestInsn& g) {
+Classified Classifier::classify_inner(BlockInsn& out) {
   using runtime::Seg;
+  const GuestInsn& g = out.guest;
   const ZydisDecodedInstruction& i = g.insn;
-  BlockInsn out;
-  out.guest = g;
 
   if (i.meta.branch_type == ZYDIS_BRANCH_TYPE_FAR) return callout_or_stop(out, "far transfer: ");
   // 16-bit addressing (0x67: [bx+si], string instructions on SI/DI, xlat on
@@ -324,7 +326,7 @@ Classified Classifier::classify_inner(const GuestInsn& g) {
     // pointers into the window around the instruction (expand_misc.cpp).
     (void)biased;
     auto r = reencoded(out);
-    if (r.insn) r.insn->kind = InsnKind::kStringBiased;
+    if (r.ok) out.kind = InsnKind::kStringBiased;
     return r;
   }
   // A REX prefix (needed for R12) makes AH..DH unencodable: compute the
@@ -425,32 +427,37 @@ DecodedBlock build_block(const GuestCodeReader& reader, uint32_t eip, const Buil
     }
     std::array<uint8_t, ZYDIS_MAX_INSTRUCTION_LENGTH> buf{};
     size_t n = reader.read(mmu::GuestVirt(uint32_t(at)), buf);
-    GuestInsn g;
-    if (n == 0 || !decode32({buf.data(), n}, uint32_t(at), g)) {
+    // Decoded and classified in place (no copies of the ~1 KiB BlockInsn);
+    // dropped again if the block ends before it.
+    BlockInsn& insn = block.insns.emplace_back();
+    const GuestInsn& g = insn.guest;
+    if (n == 0 || !decode32({buf.data(), n}, uint32_t(at), insn.guest)) {
+      block.insns.pop_back();
       block.end = BlockEnd::kStop;
       block.stop_reason = n == 0 ? "code not readable" : "undecodable";
       break;
     }
     // An instruction that crosses into the next page starts a block of its own.
-    if (at + g.insn.length > page_end && !block.insns.empty()) {
+    if (at + g.insn.length > page_end && block.insns.size() > 1) {
+      block.insns.pop_back();
       if (after_sti) block.insns.back().shadow_check = true;
       block.end = BlockEnd::kFallThrough;
       break;
     }
-    Classified c = classifier.classify(g);
-    if (!c.insn) {
+    Classified c = classifier.classify(insn);
+    if (!c.ok) {
       // The shadow instruction itself is left to the caller, which sees the
       // stop right before it and can deliver the interrupt after it.
+      block.insns.pop_back();
       block.end = BlockEnd::kStop;
       block.stop_reason = std::move(c.stop_reason);
       break;
     }
     // A callout handler sees IF and the pending interrupt itself (sti; hlt).
-    if (after_sti && c.insn->kind != InsnKind::kCallout) c.insn->shadow_check = true;
-    after_sti = c.insn->kind == InsnKind::kSti;
-    block.insns.push_back(std::move(*c.insn));
+    if (after_sti && insn.kind != InsnKind::kCallout) insn.shadow_check = true;
+    after_sti = insn.kind == InsnKind::kSti;
     at += g.insn.length;
-    if (ends_block(block.insns.back().kind)) {
+    if (ends_block(insn.kind)) {
       block.end = BlockEnd::kBranch;
       break;
     }

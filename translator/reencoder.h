@@ -18,6 +18,10 @@ struct GuestInsn {
   uint32_t eip = 0;
   ZydisDecodedInstruction insn{};
   ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT]{};
+  // The guest's bytes (insn.length of them; filled by decode32): the fast
+  // re-encoding path rewrites them instead of going through Zydis' encoder.
+  std::array<uint8_t, ZYDIS_MAX_INSTRUCTION_LENGTH> bytes{};
+  bool has_bytes = false;
 
   uint32_t next_eip() const { return eip + insn.length; }
   std::span<const ZydisDecodedOperand> visible() const { return {ops, insn.operand_count_visible}; }
@@ -60,6 +64,12 @@ struct ReencodeOptions {
 
 // Re-encodes an innocuous guest instruction for 64-bit mode, or says why not.
 Result<HostBytes> reencode64(const GuestInsn& guest, const ReencodeOptions& options = {});
+// The two paths of reencode64, exposed for the test that holds them to the
+// same result: the fast one rewrites the guest's bytes (false: not an
+// instruction it handles), the general one goes through Zydis' encoder and
+// a checking decode.
+bool reencode64_fast(const GuestInsn& guest, const ReencodeOptions& options, HostBytes& out);
+Result<HostBytes> reencode64_general(const GuestInsn& guest, const ReencodeOptions& options = {});
 
 // Intel-syntax disassembly for golden tests, traces and mismatch reports.
 std::string disassemble(std::span<const uint8_t> bytes, uint64_t address, bool long_mode);
