@@ -46,7 +46,7 @@ struct alignas(16) TranslatorContext {
   // popf) translated code leaves with kIrqWindow so it can be delivered.
   uint8_t irq_pending = 0;
   uint8_t pad_[14] = {};
-  alignas(16) uint8_t host_fx[512] = {};  // 48: host x87/SSE state while the guest's is loaded
+  alignas(16) uint8_t host_fx[512] = {};  // 48: host x87 control word (+0) and MXCSR (+24) while the guest's state is loaded
   uint64_t last_exit = 0;            // 560: return address of the chainable exit site taken (0: none)
   uint64_t block_entries = 0;        // 568: blocks entered (TranslatorConfig::count_in_tc)
   uint64_t lookup_hits = 0;          // 576: indirect branches resolved in the TC (count_in_tc)

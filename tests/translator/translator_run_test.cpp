@@ -161,6 +161,41 @@ TEST_F(TranslatorRun, X87AndSseStateIsTheGuests) {
   EXPECT_EQ(cpu.fpu.fcw(), 0x037f);
 }
 
+// The guest changes its x87 control word and MXCSR and leaves values on its
+// x87 stack; the host gets back what the SysV ABI makes callee-saved (its
+// own control word and MXCSR) and an empty x87 stack, and the guest's state
+// is kept in CpuState.
+INTEL(fpu_guest_modes,
+      "fld1\n"
+      "fld1\n"
+      "fldcw word ptr [ebx]\n"
+      "ldmxcsr dword ptr [ebx+4]\n"
+      "int3\n")
+
+TEST_F(TranslatorRun, HostFpuControlStateSurvivesAndTheGuestsIsKept) {
+  const uint16_t guest_cw = 0x0c7f;        // round toward zero, all masked
+  const uint32_t guest_mxcsr = 0x7f80;     // round down (RC = 01), all masked
+  std::memcpy(m->data(), &guest_cw, 2);
+  std::memcpy(m->data() + 4, &guest_mxcsr, 4);
+  cpu.reg(EBX) = kData;
+  uint16_t host_cw = 0x027f, cw_before = 0, cw_after = 0, sw_after = 0;  // 53-bit precision
+  uint32_t host_mxcsr = 0x9fc0, mxcsr_before = 0, mxcsr_after = 0;      // FTZ, DAZ
+  asm volatile("fnstcw %0\n stmxcsr %1" : "=m"(cw_before), "=m"(mxcsr_before));
+  asm volatile("fldcw %0\n ldmxcsr %1" ::"m"(host_cw), "m"(host_mxcsr));
+  auto r = run(snippet_fpu_guest_modes());
+  asm volatile("fnstcw %0\n stmxcsr %1\n fnstsw %2" : "=m"(cw_after), "=m"(mxcsr_after), "=m"(sw_after));
+  asm volatile("fldcw %0\n ldmxcsr %1" ::"m"(cw_before), "m"(mxcsr_before));
+  EXPECT_EQ(r.stop, RunStop::kNeedsInterpretation);
+  EXPECT_EQ(cw_after, host_cw);
+  EXPECT_EQ(mxcsr_after & 0xffc0, host_mxcsr & 0xffc0) << "MXCSR control bits";
+  EXPECT_EQ((sw_after >> 11) & 7, 0) << "x87 stack top: the host's stack must be empty";
+  EXPECT_EQ(cpu.fpu.fcw(), guest_cw);
+  uint32_t kept_mxcsr;
+  std::memcpy(&kept_mxcsr, &cpu.fpu.fxsave[24], 4);
+  EXPECT_EQ(kept_mxcsr, guest_mxcsr);
+  EXPECT_EQ((cpu.fpu.fxsave[3] >> 3) & 7, 6) << "guest x87 TOP after two loads";
+}
+
 // A block is flushed with the whole TC when the TC is full, and counted.
 TEST(TranslationCache, FlushesWholeWhenFull) {
   static std::vector<uint8_t> code(4096 * 4, 0x90);  // nops: 64-insn blocks
