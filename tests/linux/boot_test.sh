@@ -42,8 +42,17 @@ run "ps | grep -c -w init"
 run "top -n1 | grep -m1 -c Mem"
 run "mount | grep -c proc"
 run "echo abc def ghi | tr ' ' '\n' | sort -r | head -n1"
-run "n=0; for i in \$(seq 1 20); do /bin/true && n=\$((n+1)); done; echo forks=\$n"
-run "dd if=/dev/zero bs=64k count=64 2>/dev/null | wc -c"
+run "n=0; for i in \$(seq 1 1000); do /bin/true && n=\$((n+1)); done; echo forks=\$n"
+run "dd if=/dev/zero bs=64k count=1024 2>/dev/null | wc -c"
+# Ctrl-C: a byte 0x03 on the console is the guest's; its tty turns it into
+# SIGINT for the foreground sleep, and the shell takes the next command long
+# before the sleep would have ended.
+printf 'sleep 60; echo sleep-not-interrupted\n' >&3
+sleep 2
+printf '\003' >&3
+ctrl_c_start=$SECONDS
+run "echo after-ctrl-c"
+ctrl_c_secs=$((SECONDS - ctrl_c_start))
 printf 'poweroff -f\n' >&3
 exec 3>&-
 wait $pid
@@ -57,9 +66,33 @@ expect "bench.*dev.*init" "ls /"
 expect "model name.*bt86 virtual 686 CPU" "/proc/cpuinfo shows the virtual CPU"
 expect "Linux version 6.1" "dmesg"
 expect "^ghi" "a pipeline"
-expect "forks=20" "a shell loop forking 20 processes"
-expect "^4194304" "dd of 4 MiB through a pipe"
-expect "^@@done 9@@" "every command finished"
+expect "forks=1000" "a shell loop forking 1,000 processes"
+expect "^67108864" "dd of 64 MiB through a pipe"
+expect "^after-ctrl-c" "the shell runs the command typed after Ctrl-C"
+if grep -a -q "^sleep-not-interrupted" "$out" || [ "$ctrl_c_secs" -ge 50 ]; then
+  echo "FAIL: Ctrl-C did not interrupt sleep 60 (${ctrl_c_secs} s)"; fail=1
+else
+  echo "ok: Ctrl-C interrupted the foreground process (${ctrl_c_secs} s)"
+fi
+expect "^@@done 10@@" "every command finished"
 if [ "$status" -ne 0 ]; then echo "FAIL: bt86 exit status $status after poweroff -f (want 0)"; fail=1; fi
 if [ "$fail" -ne 0 ]; then echo "--- guest output ---"; tail -n 60 "$out"; fi
+
+# reboot -f: the kernel resets the machine through the i8042; bt86 ends with 0.
+out2=$work/out2
+mkfifo "$work/in2"
+timeout 300 "$bt86" --memory 64 --initrd "$guest/initrd.cpio.gz" --append "console=ttyS0 quiet" \
+  "$guest/vmlinuz" <"$work/in2" >"$out2" 2>&1 &
+pid=$!
+exec 4>"$work/in2"
+for _ in $(seq 1 600); do grep -a -q "Enter 'help'" "$out2" && break; kill -0 $pid 2>/dev/null || break; sleep 0.2; done
+printf 'reboot -f\n' >&4
+exec 4>&-
+wait $pid
+status=$?
+if [ "$status" -eq 0 ]; then
+  echo "ok: reboot -f ends bt86 with status 0"
+else
+  echo "FAIL: bt86 exit status $status after reboot -f (want 0)"; tail -n 20 "$out2"; fail=1
+fi
 exit $fail
