@@ -45,7 +45,7 @@ struct alignas(64) WorldContext {
   uint16_t sel[6];          // 64: host selectors, Seg order
   uint32_t use_fsgsbase;    // 76: 1 if wrfsbase is usable, else arch_prctl
   uint8_t pad0[48];         // 80
-  alignas(16) uint8_t host_fx[512];   // 128
+  alignas(16) uint8_t host_fx[512];   // 128: host x87 control word (+0) and MXCSR (+24) only
   alignas(16) uint8_t guest_fx[512];  // 640
   // --- used by C++ only ---
   volatile uint8_t in_guest;          // set around bt86_world_enter

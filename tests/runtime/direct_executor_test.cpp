@@ -644,8 +644,10 @@ TEST_F(DirectExecutorTest, X87AndSseStateSurvivesTheRoundTrip) {
   asm volatile("fldcw %0" : : "m"(host_fcw));
   ExitRecord x = run(snippet_load_fpu());
   uint32_t mxcsr_after;
+  uint16_t fsw_after;
   asm volatile("stmxcsr %0" : "=m"(mxcsr_after));
   asm volatile("fnstcw %0" : "=m"(fcw_after));
+  asm volatile("fnstsw %0" : "=m"(fsw_after));
   asm volatile("ldmxcsr %0" : : "m"(saved_mxcsr));
   uint16_t default_fcw = 0x037f;
   asm volatile("fldcw %0" : : "m"(default_fcw));
@@ -653,6 +655,7 @@ TEST_F(DirectExecutorTest, X87AndSseStateSurvivesTheRoundTrip) {
   ASSERT_EQ(x.kind, ExitKind::Breakpoint) << describe(x, cpu);
   EXPECT_EQ(mxcsr_after, host_mxcsr);
   EXPECT_EQ(fcw_after, host_fcw);
+  EXPECT_EQ((fsw_after >> 11) & 7, 0) << "the guest's x87 stack (ST0 = 1.0) must not stay on the host's";
   // FXSAVE layout: XMM0 at 160, XMM1 at 176, XMM7 at 272; ST0 at 32.
   EXPECT_EQ(std::memcmp(&cpu.fpu.fxsave[160], m->data(), 16), 0);
   EXPECT_EQ(std::memcmp(&cpu.fpu.fxsave[176], m->data() + 16, 16), 0);
