@@ -549,8 +549,6 @@ RunResult Translator::run(runtime::CpuState& cpu, uint64_t max_blocks) {
       result.fault.has_error_code = m_ctx->fault_vector == 13 || m_ctx->fault_vector == 14;
       result.fault.linear_address = m_ctx->fault_address;
       result.fault.access = FaultAccess(m_ctx->fault_access);
-      result.detail = fmt::format("vector {} error {:#x} address {:#x}", m_ctx->fault_vector, m_ctx->fault_error,
-                                  m_ctx->fault_address);
       m_fault_eip = cpu.eip;
       ++m_stats.guest_faults;
       break;

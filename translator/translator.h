@@ -94,7 +94,7 @@ struct GuestFault {
 struct RunResult {
   RunStop stop = RunStop::kInternalError;
   uint32_t eip = 0;
-  std::string detail;
+  std::string detail;       // empty for kGuestFault (a hot path: `fault` says it all)
   uint64_t blocks_run = 0;  // blocks entered from the dispatcher (chained ones are not counted)
   GuestFault fault;         // kGuestFault
 };
