@@ -835,6 +835,21 @@ Fault Interpreter::dispatch() {
     case ZYDIS_MNEMONIC_INTO:
       if (m_s.regs.eflags & fl::OF) m_event = Event::software_exception(vec::OF, m_insn.length);
       return std::nullopt;
+    case ZYDIS_MNEMONIC_BOUND: {
+      // The translator calls out only when the index is out of range, but
+      // the check is done here in full (SDM vol. 2, BOUND): two signed
+      // bounds at m and m + size, #BR (a fault) outside [lower, upper].
+      Seg seg;
+      uint32_t off, lower = 0, upper = 0;
+      if (m_ops[1].type != ZYDIS_OPERAND_TYPE_MEMORY) return ud();
+      mem_address(m_ops[1], seg, off);
+      BT86_TRY_FAULT(read_mem(seg, off, m_osize, lower));
+      BT86_TRY_FAULT(read_mem(seg, (off + m_osize) & addr_mask(), m_osize, upper));
+      const uint32_t index = get_reg(m_ops[0].reg.value);
+      auto sext = [&](uint32_t x) { return m_osize == 2 ? int32_t(int16_t(x)) : int32_t(x); };
+      if (sext(index) < sext(lower) || sext(index) > sext(upper)) return make_fault(vec::BR);
+      return std::nullopt;
+    }
     case ZYDIS_MNEMONIC_INT1:
       // ICEBP: a #DB trap delivered like a hardware event (no DPL check).
       m_event = Event::exception(make_fault(vec::DB));

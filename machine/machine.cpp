@@ -21,6 +21,7 @@
 #include "base/log.h"
 #include "devices/io_bus.h"
 #include "devices/pc_io_map.h"
+#include "machine/access_check.h"
 #include "machine/cpu_hooks.h"
 #include "machine/descriptors.h"
 #include "machine/interpreter.h"
@@ -65,6 +66,7 @@ struct LoopStats {
   uint64_t mode_switches = 0;     // CPL 0 <-> 3
   uint64_t unbacked_pages = 0;    // pages of all-ones mapped for physical addresses without RAM
   uint64_t prefaults = 0;         // pages mapped when a #PF handler returned (prefault_after_iret)
+  uint64_t checked_steps = 0;     // kernel instructions run one at a time with checks (checked_step)
 };
 
 // The last true page fault given to the guest, until the IRET that may end
@@ -112,6 +114,9 @@ class PcMachine final : public Machine,
   std::optional<Stop> step();
   std::optional<Stop> run_translated();
   std::optional<Stop> run_direct();
+  bool needs_checked_mode() const;
+  std::optional<Stop> checked_step();
+  std::optional<Stop> translated_fault(const translator::GuestFault& f);
   std::optional<Stop> interpret(const ExecuteOptions& options = {});
   std::optional<Stop> deliver_event(const Event& event);
   std::optional<Stop> after_step(const StepResult& r);
@@ -158,6 +163,7 @@ class PcMachine final : public Machine,
   VcpuState m_vcpu;
   std::optional<Stop> m_stop;          // set by device callbacks (debug exit, reset)
   std::optional<Stop> m_callout_stop;  // set by a callout that ended the machine
+  uint64_t m_callout_seq = 0;          // callouts so far (checked_step: did the interpreter run it?)
   std::atomic<bool> m_quit{false};
   InputHooks m_input;
   // Linear page -> physical page of every page the translator read code
@@ -228,6 +234,7 @@ Status PcMachine::init() {
   // The runtime's preemption tick also stops translated code (through
   // Translator::request_exit() and its poll page).
   tc.stop_on_host_tick = true;
+  tc.check_segments = true;
   auto tr = translator::Translator::create(tc, *this);
   if (!tr) return tr.error();
   m_translator = std::move(*tr);
@@ -284,7 +291,7 @@ std::optional<Stop> PcMachine::step() {
                                    m_vcpu.regs.sreg(Seg::CS).selector, m_vcpu.regs.eip));
   m_translator->context().irq_pending = m_devices->pic.interrupt_pending();
   const uint8_t cpl_before = m_vcpu.cpl;
-  auto s = m_vcpu.cpl == 3 ? run_direct() : run_translated();
+  auto s = m_vcpu.cpl == 3 ? run_direct() : needs_checked_mode() ? checked_step() : run_translated();
   if (m_vcpu.cpl != cpl_before) ++m_stats.mode_switches;
   return s;
 }
@@ -364,6 +371,7 @@ translator::CalloutAction PcMachine::callout(runtime::CpuState& cpu, const trans
   // cpu is m_vcpu.regs: the translator runs on it.
   (void)cpu;
   ++m_stats.callouts;
+  ++m_callout_seq;
   const uint8_t cpl = m_vcpu.cpl;
   ExecuteOptions options;
   if (insn.insn.eip == m_vcpu.regs.eip) {  // the translator decoded it: no second fetch and decode
@@ -379,6 +387,9 @@ translator::CalloutAction PcMachine::callout(runtime::CpuState& cpu, const trans
   }
   if (m_vcpu.halted || m_vcpu.cpl != cpl || r.mode_changed || r.paging_changed || m_stop)
     return translator::CalloutAction::kStop;
+  // TF set (iret, a task switch), a breakpoint armed, a CS limit: the loop
+  // goes on one checked instruction at a time.
+  if (needs_checked_mode()) return translator::CalloutAction::kStop;
   // An interrupt may now be deliverable (sti, popf, an EOI): let the loop look.
   if (m_vcpu.interrupts_enabled() && m_devices->pic.interrupt_pending()) return translator::CalloutAction::kStop;
   return translator::CalloutAction::kContinue;
@@ -400,23 +411,113 @@ std::optional<Stop> PcMachine::run_translated() {
     case translator::RunStop::kIrqWindow:
       return std::nullopt;
     case translator::RunStop::kNeedsInterpretation:
-      return interpret();
-    case translator::RunStop::kGuestFault: {
-      const translator::GuestFault& f = r.fault;
-      if (f.vector == vec::PF) {
-        const Access kind = f.access == translator::FaultAccess::kWrite   ? Access::kWrite
-                            : f.access == translator::FaultAccess::kFetch ? Access::kFetch
-                                                                          : Access::kRead;
-        return resolve_page_fault(mmu::Window::kKernel, f.linear_address, kind);
-      }
-      return deliver_event(Event::exception(GuestFault{f.vector, f.has_error_code, f.error_code, 0}));
-    }
+      // A sensitive instruction without a callout, or an access through a
+      // non-flat segment: one instruction with checks (it ends in the
+      // interpreter if the translator cannot run it at all).
+      return checked_step();
+    case translator::RunStop::kGuestFault:
+      return translated_fault(r.fault);
     case translator::RunStop::kUnsupportedState:
       // Something the translator cannot run from this state: one instruction
       // through the CPU model.
       return interpret();
     case translator::RunStop::kInternalError:
       return Stop{StopReason::kHostError, 3, "translator: " + r.detail};
+  }
+  return std::nullopt;
+}
+
+std::optional<Stop> PcMachine::translated_fault(const translator::GuestFault& f) {
+  if (f.vector == vec::PF) {
+    const Access kind = f.access == translator::FaultAccess::kWrite   ? Access::kWrite
+                        : f.access == translator::FaultAccess::kFetch ? Access::kFetch
+                                                                      : Access::kRead;
+    return resolve_page_fault(mmu::Window::kKernel, f.linear_address, kind);
+  }
+  return deliver_event(Event::exception(GuestFault{f.vector, f.has_error_code, f.error_code, 0}));
+}
+
+// Translated code runs guest kernel code as if segments were flat and no
+// debug feature were on. Whole runs of it are wrong when EFLAGS.TF is set
+// (a #DB trap after every instruction), when an execute breakpoint is armed
+// in DR7, or when CS has a limit below 4 GiB: then every kernel instruction
+// goes through checked_step(). Accesses through non-flat data segments are
+// found by the translator itself, which stops before them.
+bool PcMachine::needs_checked_mode() const {
+  return (m_vcpu.regs.eflags & runtime::flags::TF) || execute_breakpoints_armed(m_vcpu.sys) ||
+         m_vcpu.regs.sreg(Seg::CS).limit != 0xffffffffu;
+}
+
+// One guest kernel instruction as the hardware runs it (machine/README.md
+// "Checked execution"): an execute breakpoint first (a fault, unless RF),
+// then the segment and CS-limit checks of its accesses (a fault before
+// anything of it runs), then the instruction from a one-instruction
+// translation (or the interpreter, which does all of this itself), then the
+// single-step trap if TF was set when it started (SDM vol. 3, 17.3.1.4).
+std::optional<Stop> PcMachine::checked_step() {
+  namespace fl = runtime::flags;
+  ++m_stats.checked_steps;
+  VcpuState& s = m_vcpu;
+  const bool tf = s.regs.eflags & fl::TF;
+  const bool shadow = s.interrupt_shadow;
+  if (!(s.regs.eflags & fl::RF) && execute_breakpoints_armed(s.sys)) {
+    // SDM vol. 3, 17.3.1.1: an instruction breakpoint is a fault; the
+    // handler sets RF in the image so the instruction runs after iret.
+    if (const uint32_t hits = execute_breakpoint_hits(s.sys, s.regs.sreg(Seg::CS).base + s.regs.eip)) {
+      s.sys.dr[6] |= hits;
+      return deliver_event(Event::exception(make_fault(vec::DB)));
+    }
+  }
+  const InsnCheck c = check_instruction(s, m_mmu->linear_memory());
+  if (c.interpret) return interpret();
+  if (c.fault && !c.rep_iterations) return deliver_event(Event::exception(*c.fault));
+  const uint32_t eip = s.regs.eip;
+  uint32_t& ecx = s.regs.gpr[runtime::ECX];
+  if (c.rep_iterations) ecx = *c.rep_iterations;  // 32-bit addressing: the translator runs no other
+  const uint64_t callouts_before = m_callout_seq;
+  translator::RunResult r = m_translator->run_one(s.regs);
+  uint32_t ecx_run = 0;
+  if (c.rep_iterations) {
+    // The iterations not run are still to do.
+    ecx_run = ecx;
+    ecx += c.rep_count - *c.rep_iterations;
+  }
+  if (m_callout_stop) {
+    auto stop = m_callout_stop;
+    m_callout_stop.reset();
+    return stop;
+  }
+  if (shadow) s.interrupt_shadow = false;
+  switch (r.stop) {
+    case translator::RunStop::kMaxBlocks:
+    case translator::RunStop::kIrqWindow:
+      break;  // it ran
+    case translator::RunStop::kCallout:
+    case translator::RunStop::kExitRequested:
+      return std::nullopt;  // the interpreter ran it (with its own single-step trap), or nothing ran
+    case translator::RunStop::kNeedsInterpretation:
+    case translator::RunStop::kUnsupportedState:
+      return interpret();
+    case translator::RunStop::kGuestFault:
+      return translated_fault(r.fault);
+    case translator::RunStop::kInternalError:
+      return Stop{StopReason::kHostError, 3, "translator: " + r.detail};
+  }
+  if (m_callout_seq != callouts_before) return std::nullopt;  // the interpreter ran it
+  if (c.rep_iterations) {
+    // The allowed iterations ran; the next one faults unless the repe/repne
+    // condition ended the instruction first.
+    const bool zf = s.regs.eflags & fl::ZF;
+    const bool ended = ecx_run != 0 || (c.repe && !zf) || (c.repne && zf);
+    if (!ended) {
+      s.regs.eip = eip;
+      return deliver_event(Event::exception(*c.fault));
+    }
+  }
+  s.regs.eflags &= ~fl::RF;  // cleared after every instruction that completes
+  if (tf) {
+    s.sys.dr[6] |= 1u << 14;  // DR6.BS
+    return deliver_event(Event::exception(make_fault(vec::DB)));
   }
   return std::nullopt;
 }
@@ -623,9 +724,11 @@ std::string PcMachine::stats_text() const {
       "machine: translated runs {}, direct runs {}, mode switches {}, callouts {}, interpreted {}\n"
       "machine: interrupts {}, exceptions and int n {}, halts {} ({:.1f} ms asleep), segment fixups {}\n"
       "machine: hidden faults user {} kernel {}, true faults {} (prefaulted at the handler's iret {}), pages without RAM "
-      "mapped as all-ones {}\n",
+      "mapped as all-ones {}\n"
+      "machine: checked kernel steps {}\n",
       l.translated_runs, l.direct_runs, l.mode_switches, l.callouts, l.interpreted, l.interrupts, l.exceptions,
-      l.halts, l.halt_ns / 1e6, l.segment_fixups, l.hidden_faults_user, l.hidden_faults_kernel, l.true_faults, l.prefaults, l.unbacked_pages);
+      l.halts, l.halt_ns / 1e6, l.segment_fixups, l.hidden_faults_user, l.hidden_faults_kernel, l.true_faults, l.prefaults,
+      l.unbacked_pages, l.checked_steps);
   const mmu::ShadowStats& ms = m_mmu->stats();
   s += fmt::format(
       "mmu: hidden faults {}, true faults {}, dirty upgrades {}, pages mapped {} in {} mmap calls, "

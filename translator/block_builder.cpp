@@ -117,6 +117,28 @@ ZydisRegister free_temp(const GuestInsn& g) {
   return ZYDIS_REGISTER_NONE;
 }
 
+// The segments (bit per runtime::Seg) the instruction reads or writes memory
+// through, implicit stack and string operands included (lea and other
+// address-only operands are not accesses).
+uint8_t memory_segments(const GuestInsn& g) {
+  uint8_t segs = 0;
+  for (const ZydisDecodedOperand& op : g.all())
+    if (op.type == ZYDIS_OPERAND_TYPE_MEMORY && op.mem.type == ZYDIS_MEMOP_TYPE_MEM)
+      segs |= seg_bit(seg_of(op.mem.segment));
+  return segs;
+}
+
+// A cs: memory operand that is written: always #GP(0) in protected mode
+// (SDM vol. 3, 5.4), left to the caller's checks.
+bool writes_through_cs(const GuestInsn& g) {
+  for (const ZydisDecodedOperand& op : g.visible())
+    if (op.type == ZYDIS_OPERAND_TYPE_MEMORY && op.mem.type == ZYDIS_MEMOP_TYPE_MEM &&
+        op.mem.segment == ZYDIS_REGISTER_CS &&
+        (op.actions & (ZYDIS_OPERAND_ACTION_WRITE | ZYDIS_OPERAND_ACTION_CONDWRITE)))
+      return true;
+  return false;
+}
+
 bool branch_target(const GuestInsn& g, uint32_t& target) {
   const ZydisDecodedOperand& op0 = g.ops[0];
   if (op0.type != ZYDIS_OPERAND_TYPE_IMMEDIATE) return false;
@@ -135,6 +157,14 @@ class Classifier {
     m_pending_segs = 0;
     Classified c = classify_inner(out);
     m_block.seg_used |= m_pending_segs;
+    // Translated code assumes flat segments (limit 4 GiB, writable data,
+    // expand-up); an access through any other one is checked by the caller
+    // one instruction at a time (machine/README.md "Checked execution").
+    uint8_t segs = memory_segments(out.guest);
+    if (c.ok && writes_through_cs(out.guest)) return stop("write through CS (#GP)");
+    if (c.ok && out.kind == InsnKind::kSegBaseAtRun) segs &= uint8_t(~seg_bit(runtime::Seg(out.seg)));
+    m_block.seg_flat |= segs;
+    if (segs & m_opt.checked_segs) return stop("segment needs limit/type checks");
     return c;
   }
 
@@ -410,6 +440,7 @@ DecodedBlock build_block(const GuestCodeReader& reader, uint32_t eip, const Buil
   DecodedBlock block;
   block.eip = eip;
   block.seg_base = options.seg_base;
+  block.seg_guards = options.seg_guards;
   block.callouts = options.callouts;
   Classifier classifier(options, block);
   block.insns.reserve(options.max_insns + 1);  // BlockInsn is ~1 KiB: no regrowth copies

@@ -89,6 +89,11 @@ struct DecodedBlock {
   // memory operands), and which of them it used (bit per runtime::Seg).
   std::array<uint32_t, runtime::kNumSegs> seg_base{};
   uint8_t seg_used = 0;
+  // Segments the block's memory accesses were translated as flat for (or
+  // stopped before because they were not: BuildOptions::checked_segs), bit
+  // per runtime::Seg; FS/GS read at run time (kSegBaseAtRun) are not in it.
+  uint8_t seg_flat = 0;
+  bool seg_guards = false;  // BuildOptions::seg_guards
   CalloutRuntime* callouts = nullptr;  // kCallout instructions go here
 };
 
@@ -100,6 +105,13 @@ struct BuildOptions {
   // Set: sensitive and privileged instructions become kCallout. Null: they
   // end the block before themselves.
   CalloutRuntime* callouts = nullptr;
+  // Segments (bit per runtime::Seg) that are not flat: a memory access
+  // through one ends the block before it ("segment needs limit/type checks"),
+  // except FS/GS operands whose base is read at run time, which check
+  // TranslatorContext::seg_checked at run time instead.
+  uint8_t checked_segs = 0;
+  // kSegBaseAtRun instructions test TranslatorContext::seg_checked first.
+  bool seg_guards = false;
 };
 
 DecodedBlock build_block(const GuestCodeReader& reader, uint32_t eip, const BuildOptions& options);

@@ -21,6 +21,8 @@ enum class ExitReason : uint32_t {
   kIrqWindow,           // IF became 1 with irq_pending set (sti + 1 insn, popf): next_eip
   kExitRequested,       // exit_requested was set: next_eip is the block that was about to run
   kGuestFault,          // a host fault in translated code became a guest fault at next_eip (fault_*)
+  kNeedsChecks,         // next_eip accesses memory through a segment that needs limit/type checks
+                        // (seg_checked): nothing of it ran
 };
 
 // One slot of the in-TC indirect-branch lookup table, indexed by the low 16
@@ -45,7 +47,12 @@ struct alignas(16) TranslatorContext {
   // 33: the machine has an interrupt waiting: when the guest sets IF (sti,
   // popf) translated code leaves with kIrqWindow so it can be delivered.
   uint8_t irq_pending = 0;
-  uint8_t pad_[14] = {};
+  // 34: per runtime::Seg, 1 if the segment is not flat (limit below 4 GiB,
+  // expand-down, read-only, null, code): an instruction that reads its base
+  // at run time (kSegBaseAtRun) leaves with kNeedsChecks instead of running.
+  // Written by run() before every entry from the dispatcher.
+  uint8_t seg_checked[6] = {};
+  uint8_t pad_[8] = {};
   alignas(16) uint8_t host_fx[512] = {};  // 48: host x87 control word (+0) and MXCSR (+24) while the guest's state is loaded
   uint64_t last_exit = 0;            // 560: return address of the chainable exit site taken (0: none)
   uint64_t block_entries = 0;        // 568: blocks entered (TranslatorConfig::count_in_tc)
@@ -59,7 +66,7 @@ struct alignas(16) TranslatorContext {
 
 namespace ctx_off {
 inline constexpr int32_t kCpu = 0, kHostRsp = 8, kExitReason = 16, kNextEip = 20, kWindowBase = 24,
-                         kExitRequested = 32, kIrqPending = 33, kHostFx = 48, kLastExit = 560, kBlockEntries = 568,
+                         kExitRequested = 32, kIrqPending = 33, kSegChecked = 34, kHostFx = 48, kLastExit = 560, kBlockEntries = 568,
                          kLookupHits = 576, kLookup = 608;
 }
 static_assert(offsetof(TranslatorContext, cpu) == ctx_off::kCpu);
@@ -70,6 +77,7 @@ static_assert(offsetof(TranslatorContext, window_base) == ctx_off::kWindowBase);
 static_assert(offsetof(TranslatorContext, exit_requested) == ctx_off::kExitRequested);
 static_assert(offsetof(TranslatorContext, host_fx) == ctx_off::kHostFx);
 static_assert(offsetof(TranslatorContext, irq_pending) == ctx_off::kIrqPending);
+static_assert(offsetof(TranslatorContext, seg_checked) == ctx_off::kSegChecked);
 static_assert(offsetof(TranslatorContext, last_exit) == ctx_off::kLastExit);
 static_assert(offsetof(TranslatorContext, block_entries) == ctx_off::kBlockEntries);
 static_assert(offsetof(TranslatorContext, lookup_hits) == ctx_off::kLookupHits);

@@ -50,6 +50,20 @@ void seg_base_at_run(ExpandContext& ctx, const BlockInsn& insn) {
   for (const ZydisDecodedOperand& op : g.visible())
     if (op.type == ZYDIS_OPERAND_TYPE_MEMORY && op.mem.type == ZYDIS_MEMOP_TYPE_MEM) mem = &op;
   constexpr int32_t kBaseOff = int32_t(offsetof(runtime::CpuState, seg) + offsetof(runtime::SegmentCache, base));
+  // FS/GS may be non-flat now even though they were flat at translation
+  // (Linux: the user's null FS until the entry code loads the per-CPU
+  // segment): then leave before the instruction (kNeedsChecks). Flag-free:
+  // RCX parked in R13, jrcxz on the byte.
+  if (ctx.block().seg_guards) {
+    Label flat = a.newLabel();
+    a.mov(x86::r13, x86::rcx);
+    a.movzx(x86::ecx, x86::byte_ptr(x86::r15, ctx_off::kSegChecked + int32_t(insn.seg)));
+    a.jecxz(x86::rcx, flat);
+    a.mov(x86::rcx, x86::r13);
+    ctx.exit_to(g.eip, ExitReason::kNeedsChecks);
+    a.bind(flat);
+    a.mov(x86::rcx, x86::r13);
+  }
   a.mov(x86::r11, x86::qword_ptr(x86::r15, ctx_off::kCpu));
   a.mov(x86::r11d, x86::dword_ptr(x86::r11, kBaseOff + int32_t(insn.seg * sizeof(runtime::SegmentCache))));
   if (mem->mem.base != ZYDIS_REGISTER_NONE && mem->mem.index != ZYDIS_REGISTER_NONE)

@@ -97,7 +97,8 @@ void pushf(ExpandContext& ctx, const GuestInsn& g) {
 
 // popf/popfd at CPL 0: the live flags go to RFLAGS, IF, IOPL, TF, NT (and AC,
 // ID for 32 bit) to the virtual EFLAGS; RF is cleared. If IF is now 1 and an
-// interrupt is pending, leave right after (POPF has no interrupt shadow).
+// interrupt is pending, or TF is now 1, leave right after with kIrqWindow
+// (POPF has no interrupt shadow; translated code does not single-step).
 void popf(ExpandContext& ctx, const GuestInsn& g) {
   x86::Assembler& a = ctx.as();
   const uint32_t w = g.insn.operand_width / 8;
@@ -119,6 +120,11 @@ void popf(ExpandContext& ctx, const GuestInsn& g) {
   a.and_(x86::qword_ptr(x86::rsp), int32_t(~kLiveFlags));
   a.or_(x86::qword_ptr(x86::rsp), x86::r13);
   Label done = a.newLabel(), leave = a.newLabel();
+  // TF set: leave after the popf, so the owner single-steps from the next
+  // instruction on (SDM vol. 3, 17.3.1.4: the trap comes after the
+  // instruction that follows the popf which set TF).
+  a.test(x86::r8d, rf::TF);
+  a.jnz(leave);
   a.test(x86::r8d, rf::IF);
   a.jz(done);
   a.cmp(x86::byte_ptr(x86::r15, ctx_off::kIrqPending), 0);

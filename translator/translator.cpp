@@ -51,6 +51,22 @@ void set_gs_base(uint64_t v) {
   syscall(SYS_arch_prctl, ARCH_SET_GS, v);
 }
 
+// The segments translated code cannot use as they are (bit per runtime::Seg):
+// anything but a present, writable, expand-up data segment with a 4 GiB
+// limit, or for CS a readable code segment with a 4 GiB limit (writes
+// through CS always fault: the block builder stops before them). SDM vol. 3,
+// 5.3 and 5.4.
+uint8_t checked_segments(const runtime::CpuState& cpu) {
+  using runtime::SegmentCache;
+  uint8_t mask = 0;
+  for (int s = 0; s < runtime::kNumSegs; ++s) {
+    const SegmentCache& c = cpu.seg[s];
+    const bool usable = s == int(runtime::Seg::CS) ? c.readable() : c.writable() && !c.expand_down();
+    if (!(c.present() && usable && c.limit == 0xffffffffu)) mask |= uint8_t(1u << s);
+  }
+  return mask;
+}
+
 
 }  // namespace
 
@@ -65,6 +81,7 @@ const char* exit_reason_name(ExitReason reason) {
     case ExitReason::kIrqWindow: return "irq-window";
     case ExitReason::kExitRequested: return "exit-requested";
     case ExitReason::kGuestFault: return "guest-fault";
+    case ExitReason::kNeedsChecks: return "needs-checks";
   }
   return "?";
 }
@@ -276,6 +293,7 @@ void Translator::drop_blocks() {
   m_blocks.clear();
   m_callouts.clear();
   m_seg_used = 0;
+  m_seg_flat = 0;
   m_pages.clear();
   m_by_host.clear();
   m_owned.clear();
@@ -381,13 +399,18 @@ void Translator::flush() {
   ++m_stats.invalidations;
 }
 
-Result<const Block*> Translator::translate(uint32_t eip, bool ephemeral) {
+Result<const Block*> Translator::translate(uint32_t eip, bool ephemeral, bool unchecked) {
   BuildOptions options;
   options.max_insns = ephemeral ? 1 : m_config.max_block_insns;
   options.seg_base = m_seg_base;
   options.callouts = m_callouts.handler ? &m_callouts : nullptr;
+  options.checked_segs = unchecked ? 0 : m_seg_checked;
+  options.seg_guards = m_config.check_segments && !unchecked;
   DecodedBlock decoded = build_block(*m_code, eip, options);
-  m_seg_used |= decoded.seg_used;
+  if (!ephemeral) {
+    m_seg_used |= decoded.seg_used;
+    m_seg_flat |= decoded.seg_flat;
+  }
   if (decoded.end == BlockEnd::kStop) {
     if (m_stats.stops[decoded.stop_reason]++ == 0)
       log::get("translator")->debug("block ends before {:#x}: {}", decoded.end_eip, decoded.stop_reason);
@@ -401,10 +424,12 @@ Result<const Block*> Translator::translate(uint32_t eip, bool ephemeral) {
   } else {
     EmitOptions emit;
     emit.exit_stub = m_exit_stub;
-    emit.site_stub = m_config.chain ? m_site_stub : 0;
+    // An unchecked step runs exactly one instruction: no links, no in-TC lookup.
+    const bool chain = m_config.chain && !unchecked;
+    emit.site_stub = chain ? m_site_stub : 0;
     emit.entry_check = true;
     emit.poll_page = reinterpret_cast<uint64_t>(m_tc->poll_page());
-    emit.inline_lookup = m_config.chain;
+    emit.inline_lookup = chain;
     emit.count = m_config.count_in_tc;
     for (int attempt = 0;; ++attempt) {
       auto bytes = emit_block(decoded, m_tc->cursor(), emit, *block);
@@ -453,17 +478,23 @@ Result<const Block*> Translator::translate(uint32_t eip, bool ephemeral) {
   return raw;
 }
 
-const Block* Translator::block_at(uint32_t eip, const runtime::CpuState& cpu) {
+void Translator::sync_segments(const runtime::CpuState& cpu) {
   // Segment bases are constants in translated code: if one that some
   // translation used has changed, drop them all (rare: Linux keeps its kernel
-  // bases, FS per-CPU included, for good).
-  for (int s = 0; s < runtime::kNumSegs; ++s) {
-    if ((m_seg_used & (1u << s)) && cpu.seg[s].base != m_seg_base[s]) {
-      flush();
-      break;
-    }
-  }
+  // bases for good; FS/GS bases are read at run time). The same for a
+  // segment whose flatness changed (translations stop before accesses
+  // through non-flat segments and assume flat ones are flat).
+  const uint8_t checked = m_config.check_segments ? checked_segments(cpu) : 0;
+  bool drop = (checked ^ m_seg_checked) & m_seg_flat;
+  for (int s = 0; s < runtime::kNumSegs && !drop; ++s)
+    drop = (m_seg_used & (1u << s)) && cpu.seg[s].base != m_seg_base[s];
+  if (drop) flush();
   for (int s = 0; s < runtime::kNumSegs; ++s) m_seg_base[s] = cpu.seg[s].base;
+  m_seg_checked = checked;
+}
+
+const Block* Translator::block_at(uint32_t eip, const runtime::CpuState& cpu) {
+  sync_segments(cpu);
   if (auto it = m_blocks.find(eip); it != m_blocks.end()) return it->second;
   auto b = translate(eip);
   if (!b) {
@@ -499,7 +530,11 @@ RunResult Translator::run(runtime::CpuState& cpu, uint64_t max_blocks) {
       break;
     }
     const Block* b = nullptr;
-    if (m_step_eip && *m_step_eip == cpu.eip) {
+    if (m_unchecked_step) {
+      sync_segments(cpu);
+      auto r = translate(cpu.eip, /*ephemeral=*/true, /*unchecked=*/true);
+      if (r) b = r.value();
+    } else if (m_step_eip && *m_step_eip == cpu.eip) {
       m_step_eip.reset();
       auto r = translate(cpu.eip, /*ephemeral=*/true);
       if (r) b = r.value();
@@ -518,6 +553,8 @@ RunResult Translator::run(runtime::CpuState& cpu, uint64_t max_blocks) {
       result.detail = b->stop_reason;
       break;
     }
+    for (int seg = 0; seg < runtime::kNumSegs; ++seg)
+      m_ctx->seg_checked[seg] = m_unchecked_step ? 0 : (m_seg_checked >> seg) & 1;
     m_ctx->exit_reason = uint32_t(ExitReason::kNone);
     m_ctx->last_exit = 0;
     m_enter(m_ctx.get(), b->entry());
@@ -532,6 +569,11 @@ RunResult Translator::run(runtime::CpuState& cpu, uint64_t max_blocks) {
       result.detail = stop ? stop->stop_reason : std::string();
       break;
     }
+    if (reason == ExitReason::kNeedsChecks) {
+      result.stop = RunStop::kNeedsInterpretation;
+      result.detail = kNeedsChecksDetail;
+      break;
+    }
     if (reason == ExitReason::kCalloutStop) {
       result.stop = RunStop::kCallout;
       result.detail = ZydisMnemonicGetString(m_callouts.last_stop);
@@ -541,7 +583,10 @@ RunResult Translator::run(runtime::CpuState& cpu, uint64_t max_blocks) {
       result.stop = RunStop::kIrqWindow;
       break;
     }
-    if (reason == ExitReason::kExitRequested) continue;  // the loop head reports it
+    if (reason == ExitReason::kExitRequested) {
+      --result.blocks_run;  // nothing of it ran; the loop head reports it
+      continue;
+    }
     if (reason == ExitReason::kGuestFault) {
       result.stop = RunStop::kGuestFault;
       result.fault.vector = uint8_t(m_ctx->fault_vector);
@@ -567,6 +612,14 @@ RunResult Translator::run(runtime::CpuState& cpu, uint64_t max_blocks) {
   m_ctx->cpu = nullptr;
   if (host_gs != m_ctx->window_base) set_gs_base(host_gs);
   return result;
+}
+
+RunResult Translator::run_one(runtime::CpuState& cpu) {
+  m_unchecked_step = true;
+  RunResult r = run(cpu, 1);
+  m_unchecked_step = false;
+  ++m_stats.unchecked_steps;
+  return r;
 }
 
 // Runs inside the signal handler (runtime/host_signals.cpp): no allocation,
@@ -727,6 +780,8 @@ std::string Translator::format_stats() const {
   out += fmt::format("  TC flushes          {} (full) + {} (flush())\n", s.tc_flushes, s.invalidations);
   out += fmt::format("  code page invalidations {} ({} blocks dropped, {} uncached steps)\n",
                      s.code_page_invalidations, s.blocks_dropped, s.uncached_steps);
+  out += fmt::format("  checked steps       {} (one instruction at a time for the owner: run_one)\n",
+                     s.unchecked_steps);
   out += "  insns by kind:";
   for (int k = 0; k < kInsnKindCount; ++k)
     if (s.insns_by_kind[k]) out += fmt::format(" {}={}", insn_kind_name(InsnKind(k)), s.insns_by_kind[k]);

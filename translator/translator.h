@@ -43,6 +43,11 @@ struct TranslatorConfig {
   // The runtime's preemption tick (runtime::detail::tick_signal) while
   // translated code runs stops it with RunStop::kExitRequested.
   bool stop_on_host_tick = false;
+  // Segment limits and types: accesses through a segment that is not flat
+  // (checked_segments() in translator.cpp) are left to the owner
+  // (kNeedsInterpretation, detail kNeedsChecksDetail). Off: every segment is
+  // taken as flat (tests that run on bare CpuStates).
+  bool check_segments = false;
 };
 
 struct TranslatorStats {
@@ -62,6 +67,7 @@ struct TranslatorStats {
   uint64_t code_page_invalidations = 0;  // invalidate_code_page() calls that dropped blocks
   uint64_t blocks_dropped = 0;    // blocks dropped by invalidate_code_page()
   uint64_t uncached_steps = 0;    // one-instruction blocks run after a write to their own page
+  uint64_t unchecked_steps = 0;   // run_one() calls
   uint64_t insns_by_kind[kInsnKindCount] = {};  // translated guest instructions, by InsnKind
   std::map<std::string, uint64_t> stops;  // why blocks ended before an instruction, by reason
 };
@@ -76,6 +82,12 @@ enum class RunStop : uint8_t {
   kExitRequested,        // request_exit() or the host tick; eip is the next block to run
   kGuestFault,           // the instruction at eip faulted (RunResult::fault); state is before it
 };
+
+// RunResult::detail of a kNeedsInterpretation stop before an instruction
+// that accesses memory through a non-flat segment (TranslatorContext::
+// seg_checked, BuildOptions::checked_segs): the owner checks the access and
+// runs it with run_one().
+inline constexpr const char* kNeedsChecksDetail = "segment needs limit/type checks";
 
 enum class FaultAccess : uint8_t { kRead, kWrite, kFetch };
 
@@ -112,6 +124,13 @@ class Translator {
   // lookup are not counted: bound the time with request_exit()). cpu is
   // updated whenever translated code returns.
   RunResult run(runtime::CpuState& cpu, uint64_t max_blocks);
+
+  // Runs exactly the one instruction at cpu.eip from an uncached translation
+  // without chaining, translated as if every segment were flat (the caller
+  // has checked its accesses: limits, types, breakpoints). A callout in it
+  // still reaches the handler. RunResult as for run(): kMaxBlocks when the
+  // instruction completed (cpu.eip is the next one).
+  RunResult run_one(runtime::CpuState& cpu);
 
   // Async-signal-safe, callable from any thread: the running (or next) run()
   // returns kExitRequested at the next block entry. run() clears the request
@@ -159,7 +178,8 @@ class Translator {
  private:
   Translator(const TranslatorConfig& config, const GuestCodeReader& code) : m_config(config), m_code(&code) {}
   Status emit_stubs();
-  Result<const Block*> translate(uint32_t eip, bool ephemeral = false);
+  Result<const Block*> translate(uint32_t eip, bool ephemeral = false, bool unchecked = false);
+  void sync_segments(const runtime::CpuState& cpu);
   void drop_blocks();
   void drop_block(Block* b);
   void try_link(uint64_t site_return, uint32_t target_eip, const runtime::CpuState& cpu);
@@ -182,6 +202,11 @@ class Translator {
   // and which segments they used: a change in a used one drops them all.
   std::array<uint32_t, runtime::kNumSegs> m_seg_base{};
   uint8_t m_seg_used = 0;
+  // Segments that are not flat now (checked_segments()), and the segments
+  // whose flatness some translation assumed (DecodedBlock::seg_flat).
+  uint8_t m_seg_checked = 0;
+  uint8_t m_seg_flat = 0;
+  bool m_unchecked_step = false;  // inside run_one()
   CalloutRuntime m_callouts;
   uint64_t m_site_stub = 0;  // exit stub entry for chainable exits (records the site)
   uint64_t m_miss_stub = 0;  // where empty lookup slots point

@@ -28,9 +28,18 @@ static void fs_write(uint16_t sel, uint32_t off, uint32_t v) {
                    :: "r"(sel), "r"(off), "r"(v), "r"((uint16_t)KDATA) : "memory");
 }
 
+/* Not inlined: the same translated instruction runs with a flat FS first and
+   a limited one next (bt86 checks FS at run time there). */
+static __attribute__((noinline)) uint32_t fs_load_at(uint32_t off) {
+  uint32_t v;
+  __asm__ volatile(MARK_EIP "1: mov %%fs:(%1), %0" : "=r"(v) : "r"(off) : "memory");
+  return v;
+}
+
 static void user_load_kernel_data(void) { LOAD(ds, KDATA | 3); }
 static void user_stack_limit(void) {
-  __asm__ volatile("mov %0, %%ss\n\t" MARK_EIP "1: mov %%ss:0x1ffc, %%eax" :: "r"((uint16_t)(SEL(USER_SMALL_STACK) | 3)) : "eax", "memory");
+  /* Limit 0x1fff: the dword at 0x1ffd ends one byte past it. */
+  __asm__ volatile("mov %0, %%ss\n\t" MARK_EIP "1: mov %%ss:0x1ffd, %%eax" :: "r"((uint16_t)(SEL(USER_SMALL_STACK) | 3)) : "eax", "memory");
 }
 
 void test_main(uint32_t magic, const struct multiboot_info *mbi) {
@@ -95,6 +104,33 @@ void test_main(uint32_t magic, const struct multiboot_info *mbi) {
   if (limits) {
   EXPECT_FAULT(13, 0, fs_read(SEL(EXPDOWN_DATA), 0x800));
   EXPECT_FAULT(13, 0, fs_read(SEL(EXPDOWN_DATA), 0xffe));
+  }
+
+  if (limits) {
+  STEP("the same FS access, flat first, then past a 4 KiB limit: #GP(0) at that instruction");
+  CHECK_EQ(fs_load_at(0x200010), 0xabcd);
+  __asm__ volatile("mov %0, %%fs" :: "r"((uint16_t)SEL(SMALL_DATA)));
+  CHECK_EQ(fs_load_at(0x10), 0xabcd);
+  EXPECT_FAULT(13, 0, fs_load_at(0xffe));
+  __asm__ volatile("mov %0, %%fs" :: "r"((uint16_t)KDATA));
+
+  STEP("rep stosb across the ES limit: the 16 bytes inside are stored, then #GP(0) with ECX/EDI at the first byte outside");
+  for (int i = 0; i < 0x20; i++) ((volatile uint8_t *)0x200ff0)[i] = 0;
+  EXPECT_FAULT(13, 0, __asm__ volatile("mov %0, %%es\n\t" MARK_EIP "1: rep stosb"
+                                       :: "r"((uint16_t)SEL(SMALL_DATA)), "D"(0xff0), "c"(0x20), "a"(0x5a) : "memory"));
+  __asm__ volatile("mov %0, %%es" :: "r"((uint16_t)KDATA));
+  CHECK_EQ(last_fault.ecx, 0x10);
+  CHECK_EQ(last_fault.edi, 0x1000);
+  CHECK_EQ(*(volatile uint32_t *)0x200ffc, 0x5a5a5a5a);
+  CHECK_EQ(*(volatile uint8_t *)0x201000, 0);
+
+  STEP("repne scasb that finds its byte inside the limit ends normally");
+  uint32_t left;
+  ((volatile uint8_t *)0x200ff0)[4] = 0x77;
+  __asm__ volatile("mov %1, %%es\n\trepne scasb\n\tmov %2, %%es"
+                   : "=c"(left) : "r"((uint16_t)SEL(SMALL_DATA)), "r"((uint16_t)KDATA), "D"(0xff0), "0"(0x40), "a"(0x77)
+                   : "memory", "cc");
+  CHECK_EQ(left, 0x40 - 5);
   }
 
   STEP("read-only data: a write faults");

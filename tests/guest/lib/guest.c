@@ -187,6 +187,9 @@ void isr_dispatch(struct regs *r) {
     last_fault.eip = r->eip;
     last_fault.cs = r->cs;
     last_fault.cr2 = v == 14 ? read_cr2() : 0;
+    last_fault.ecx = r->ecx;
+    last_fault.esi = r->esi;
+    last_fault.edi = r->edi;
     last_fault.count++;
     if (fault_armed) { fault_armed = 0; ctx_restore(&fault_ctx, 1); }
     fail("unexpected %s (vector %u) error 0x%x at %x:%x cr2 0x%x", vector_name(v), v, r->err, r->cs, r->eip,

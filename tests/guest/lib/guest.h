@@ -87,7 +87,7 @@ uint16_t read_ss(void);
 /* ---- exceptions and interrupts ---- */
 typedef void (*handler_fn)(struct regs *r);
 void set_handler(int vector, handler_fn fn);
-struct fault_info { uint32_t vector, err, eip, cs, cr2, count; };
+struct fault_info { uint32_t vector, err, eip, cs, cr2, count, ecx, esi, edi; };  /* registers at the fault */
 extern volatile struct fault_info last_fault;
 struct ctx { uint32_t ebx, esi, edi, ebp, esp, eip, eflags; };
 __attribute__((returns_twice)) int ctx_save(struct ctx *c);
