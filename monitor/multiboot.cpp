@@ -4,6 +4,8 @@
 // Specification version 0.6.96.
 #include "monitor/multiboot.h"
 
+#include "runtime/host_signals.h"
+
 #include <elf.h>
 
 #include <algorithm>
@@ -271,7 +273,7 @@ Result<machine::VcpuState> Loader::load(std::span<const uint8_t> image, std::str
     area.put32(m + 12, 0);
   }
   const uint32_t cmdline_addr = area.add_string(cmdline);
-  const uint32_t name_addr = area.add_string("bt86");
+  const uint32_t name_addr = area.add_string(multiboot_loader_name());
   area.put32(info + 0, mbinfo::kMemory | mbinfo::kCmdline | mbinfo::kMods | mbinfo::kMmap | mbinfo::kBootLoaderName);
   area.put32(info + 4, uint32_t(kLowMemEnd / 1024));                   // mem_lower, KiB from 0
   area.put32(info + 8, uint32_t((m_ram.size() - kOneMiB) / 1024));     // mem_upper, KiB from 1 MiB
@@ -333,6 +335,13 @@ std::optional<MultibootHeader> find_multiboot_header(std::span<const uint8_t> im
     return h;
   }
   return std::nullopt;
+}
+
+const char* multiboot_loader_name() {
+  // Without CPUID faulting guest user code runs cpuid natively and sees the
+  // host CPU: say so, so that a test kernel can tell this host limit from a
+  // bt86 bug (tests/guest/kernels/cpuid.c).
+  return runtime::detail::host_features().cpuid_faulting ? kLoaderName : kLoaderNameHostCpuid;
 }
 
 Result<machine::VcpuState> load_multiboot(mmu::GuestMemory& ram, std::span<const uint8_t> image,

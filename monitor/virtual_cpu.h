@@ -1,7 +1,8 @@
-// VirtualCpu: what the guest is told about "its" processor when cpuid or
-// rdtsc exits (DESIGN.md §2): a plain family-6 Intel CPU without SEP (a
-// sysenter from compatibility mode would lose EIP in the host kernel), VME,
-// PAE or an APIC, and a TSC that ticks at 1 GHz from bt86's start.
+// VirtualCpu: what a user-program guest is told about "its" processor when
+// cpuid or rdtsc exits (DESIGN.md §2): the machine's 686 model
+// (machine::cpuid: family-6 Intel without SEP, VME, PAE or an APIC; the same
+// leaves a machine guest sees), and a TSC that ticks at 1 GHz from bt86's
+// start.
 #pragma once
 
 #include <cstdint>

@@ -9,7 +9,7 @@ if ! command -v qemu-system-i386 >/dev/null 2>&1; then
   echo "SKIP: qemu-system-i386 is not installed, cannot run $kernel under qemu"
   exit 77
 fi
-# The CPU model matches bt86's virtual CPU (monitor/virtual_cpu.cpp): a
+# The CPU model matches bt86's virtual CPU (machine/cpu_model.cpp): a
 # family-6 part with SSE2 but without SEP, VME, PAE, APIC.
 out=$(timeout 20 qemu-system-i386 -kernel "$kernel" -nographic -serial stdio -monitor none \
   -device isa-debug-exit,iobase=0xf4,iosize=0x04 -no-reboot -m 64 -net none \

@@ -1,5 +1,6 @@
 // Unit tests of the user-program layout checks (no guest is run here).
 #include "monitor/user_program.h"
+#include "machine/cpu_model.h"
 
 #include <gtest/gtest.h>
 
@@ -40,3 +41,22 @@ TEST(UserProgramLayout, RefusesMoreThanGuestRam) {
 
 }  // namespace
 }  // namespace bt86::monitor
+
+// The user-program personality describes the machine's 686 (one CPUID
+// table for both): same leaves, and the bits the guests rely on.
+TEST(VirtualCpuTest, CpuidIsTheMachineModel) {
+  bt86::monitor::VirtualCpu vcpu;
+  for (uint32_t leaf : {0u, 1u, 2u, 3u, 0x80000000u, 0x80000001u, 0x80000002u, 0x80000003u, 0x80000004u}) {
+    const auto got = vcpu.cpuid(leaf, 0);
+    const auto want = bt86::machine::cpuid(leaf, 0);
+    EXPECT_EQ(got.eax, want.eax) << std::hex << leaf;
+    EXPECT_EQ(got.ebx, want.ebx) << std::hex << leaf;
+    EXPECT_EQ(got.ecx, want.ecx) << std::hex << leaf;
+    EXPECT_EQ(got.edx, want.edx) << std::hex << leaf;
+  }
+  const auto l1 = vcpu.cpuid(1, 0);
+  EXPECT_EQ((l1.eax >> 8) & 0xf, 6u);                       // family 6
+  EXPECT_EQ(l1.edx & ((1u << 11) | (1u << 6) | (1u << 9)), 0u);  // no SEP, PAE, APIC
+  EXPECT_NE(l1.edx & (1u << 26), 0u);                       // SSE2
+  EXPECT_EQ(vcpu.cpuid(0, 0).ebx, 0x756e6547u);             // "Genu"
+}

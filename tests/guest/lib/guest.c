@@ -261,6 +261,7 @@ uint16_t pit_read_counter0(void) {
 /* ---- entry from boot.S ---- */
 const char *boot_loader = "";
 int on_qemu(void) { return strncmp(boot_loader, "qemu", 4) == 0; }
+const char *boot_loader_name(void) { return boot_loader; }
 
 void lib_main(uint32_t magic, const struct multiboot_info *mbi) {
   serial_init();

@@ -154,6 +154,7 @@ uint16_t pit_read_counter0(void);
    skipped on qemu because TCG does not model them (segment limits). */
 extern const char *boot_loader;
 int on_qemu(void);
+const char *boot_loader_name(void);  /* the Multiboot boot_loader_name ("" if none) */
 #define SKIP_ON_QEMU(what) (on_qemu() ? (print("  %s: skipped on qemu: %s\n", test_name, what), 1) : 0)
 
 /* ---- small helpers ---- */
