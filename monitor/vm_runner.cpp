@@ -14,6 +14,7 @@
 #include "devices/pc_io_map.h"
 #include "machine/machine.h"
 #include "monitor/console.h"
+#include "monitor/host_memory.h"
 #include "monitor/linux_boot.h"
 #include "monitor/multiboot.h"
 
@@ -174,7 +175,10 @@ int run_vm(const Options& options, const KernelImage& image) {
     }
   }
   con.restore();
-  if (options.stats) std::fputs(m.stats_text().c_str(), stderr);
+  if (options.stats) {
+    std::fputs(m.stats_text().c_str(), stderr);
+    std::fputs(own_memory_line().c_str(), stderr);
+  }
   if (!stop.message.empty()) std::fprintf(stderr, "bt86: %s\n", stop.message.c_str());
   switch (stop.reason) {
     case machine::StopReason::kDebugExit:
