@@ -15,6 +15,7 @@
 #include <csignal>
 #include <cstring>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 #include <spdlog/fmt/fmt.h>
 
@@ -172,6 +173,7 @@ class PcMachine final : public Machine,
   // marks a global mapping, which CR3 loads leave alone as the TLB does.
   static constexpr uint32_t kGlobalCodePage = 1u << 31;
   mutable std::unordered_map<uint32_t, uint32_t> m_code_pages;
+  mutable std::unordered_set<uint32_t> m_local_code_pages;  // the keys of m_code_pages without kGlobalCodePage
   std::vector<void*> m_guards;
   std::vector<uint32_t> m_unbacked;  // kernel-window pages standing for physical addresses without RAM
   LoopStats m_stats;
@@ -695,7 +697,13 @@ uint32_t PcMachine::phys_page(mmu::GuestVirt va) const {
   mmu::PagingControl pc{m_vcpu.sys.cr0, m_vcpu.sys.cr3, m_vcpu.sys.cr4};
   mmu::Translation t = mmu::translate(*m_memory, pc, uint32_t(va.value), Access::kFetch, false);
   const uint32_t page = t.status == mmu::WalkStatus::kOk ? t.phys >> 12 : uint32_t(va.value >> 12);
-  m_code_pages[uint32_t(va.value >> 12)] = page | (t.status == mmu::WalkStatus::kOk && t.global ? kGlobalCodePage : 0);
+  const bool global = t.status == mmu::WalkStatus::kOk && t.global;
+  const uint32_t lin = uint32_t(va.value >> 12);
+  m_code_pages[lin] = page | (global ? kGlobalCodePage : 0);
+  if (global)
+    m_local_code_pages.erase(lin);
+  else
+    m_local_code_pages.insert(lin);
   return page;
 }
 
@@ -707,13 +715,17 @@ void PcMachine::revalidate_code_page(uint32_t lin_page) {
   if (t.status == mmu::WalkStatus::kOk && t.phys >> 12 == (it->second & ~kGlobalCodePage)) return;
   m_translator->invalidate_code_page(it->second & ~kGlobalCodePage);
   m_code_pages.erase(it);
+  m_local_code_pages.erase(lin_page);
 }
 
 void PcMachine::revalidate_code_pages(bool keep_global) {
   std::vector<uint32_t> pages;
-  pages.reserve(m_code_pages.size());
-  for (const auto& [lin, phys] : m_code_pages)
-    if (!keep_global || !(phys & kGlobalCodePage)) pages.push_back(lin);
+  if (keep_global) {
+    pages.assign(m_local_code_pages.begin(), m_local_code_pages.end());
+  } else {
+    pages.reserve(m_code_pages.size());
+    for (const auto& [lin, phys] : m_code_pages) pages.push_back(lin);
+  }
   for (uint32_t lin : pages) revalidate_code_page(lin);
 }
 

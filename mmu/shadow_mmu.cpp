@@ -207,8 +207,17 @@ void ShadowMmu::revalidate_after_cr3() {
         const Translation t = translate(*m_memory, m_control, page << 12, Access::kRead, user);
         bool keep = t.status == WalkStatus::kOk && (t.phys >> 12) == (e >> 12) && t.large == bool(e & kSlotLarge) &&
                     (!user || t.user);
-        if (keep && (e & kSlotWritable))
-          keep = has(prot_for(which, t.user, t.writable, t.dirty, e >> 12), Prot::Write);
+        if (keep && (e & kSlotWritable) && !has(prot_for(which, t.user, t.writable, t.dirty, e >> 12), Prot::Write)) {
+          // Same frame, now read-only (after fork both sides' pages are):
+          // write-protect the mapping instead of dropping it.
+          const Prot ro = user ? Prot::ReadExec : Prot::Read;
+          if (w.mapper->protect(GuestVirt(page << 12), kPageSize, ro)) {
+            ++m_stats.protect_calls;
+            slot.entry &= ~kSlotWritable;
+          } else {
+            keep = false;
+          }
+        }
         if (keep) {
           mark_accessed(*m_memory, t, false);
           if (t.global) slot.entry |= kSlotGlobal;

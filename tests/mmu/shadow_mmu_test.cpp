@@ -276,11 +276,13 @@ TEST_F(ShadowMmuTest, Cr3LoadKeepsGlobalPagesAndRevalidatesTheRest) {
   EXPECT_FALSE(readable(kernel(0x08400000)));  // not present
   EXPECT_TRUE(readable(user(0x08000000)));
   EXPECT_FALSE(readable(user(0x08400000)));
-  EXPECT_FALSE(readable(user(0x08800000)));    // was writable, now read-only
+  EXPECT_TRUE(readable(user(0x08800000)));     // was writable, now read-only: kept, write-protected
+  EXPECT_FALSE(writable(user(0x08800000)));
   EXPECT_FALSE(readable(user(0x08c00000)));    // now a supervisor page
-  EXPECT_EQ(shadow->stats().pages_dropped - before.pages_dropped, 5u);
-  EXPECT_EQ(shadow->stats().pages_kept - before.pages_kept, 1u);  // 0xc0300000 (the globals are not counted)
-  EXPECT_EQ(shadow->mapped_pages(Window::kKernel) + shadow->mapped_pages(Window::kUser), 4u);
+  EXPECT_EQ(shadow->stats().pages_dropped - before.pages_dropped, 4u);
+  EXPECT_EQ(shadow->stats().pages_kept - before.pages_kept, 2u);  // 0xc0300000, 0x08800000 (globals not counted)
+  EXPECT_EQ(shadow->mapped_pages(Window::kKernel) + shadow->mapped_pages(Window::kUser), 5u);
+  EXPECT_FALSE(shadow->lookup(Window::kUser, 0x08800000)->writable);
 
   // Without PGE nothing is global: set_control_registers with PGE cleared
   // drops everything, and later mappings do not survive CR3 loads.
