@@ -14,10 +14,12 @@
 // heavy), indirect (a jmp reg every iteration). The summary prints the
 // ratio bt / direct for each loop, from the fastest repetition of each
 // (run with --benchmark_repetitions=N on a shared machine).
+// BT86_BENCH_TRACE=1 prints the translated blocks of each loop (stderr).
 #include <benchmark/benchmark.h>
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <memory>
@@ -214,6 +216,9 @@ void run_bt(benchmark::State& state, const char* name, Snippet code, bool chain)
     state.SkipWithError(t.error().message.c_str());
     return;
   }
+  // BT86_BENCH_TRACE=1: print each block of the loop beside its host code.
+  if (std::getenv("BT86_BENCH_TRACE"))
+    (*t)->set_trace_sink([](const std::string& text) { std::fputs(text.c_str(), stderr); });
   {  // warm the TC: the steady state is what the loop measures
     CpuState cpu = Machine::state();
     (*t)->run(cpu, ~uint64_t(0));

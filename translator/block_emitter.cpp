@@ -85,7 +85,7 @@ class Emitter final : public ExpandContext {
       // A plain load: no flags, no register the guest sees, an L1 hit. When
       // an exit is requested the page is PROT_NONE and the fault handler
       // turns the SIGSEGV at this instruction into kExitRequested.
-      m_a.mov(x86::r13b, x86::byte_ptr(m_opt.poll_page));
+      m_a.movzx(x86::r13d, x86::byte_ptr(m_opt.poll_page));  // movzx: no merge with the old R13
       if (m_opt.count) count(ctx_off::kBlockEntries);
       return;
     }
@@ -123,6 +123,16 @@ class Emitter final : public ExpandContext {
     m_a.mov(x86::dword_ptr(x86::r15, ctx_off::kNextEip), target);
     m_a.mov(x86::dword_ptr(x86::r15, ctx_off::kExitReason), uint32_t(reason));
     m_a.jmp(Imm(m_stub));
+  }
+  void exit_jcc(uint32_t cc, uint32_t taken, uint32_t fall) override {
+    Label site = m_a.newLabel();
+    const uint32_t jcc_at = uint32_t(m_a.offset());
+    m_a.long_().j(x86::CondCode(cc), site);  // 0f 8x rel32: the rel32 is patched when linked
+    exit_to(fall, ExitReason::kBlockEnd);
+    m_a.bind(site);
+    exit_to(taken, ExitReason::kBlockEnd);
+    if (m_opt.site_stub != 0 && uint32_t(m_a.offset()) - jcc_at == 6 + 2 * kExitSiteSize)
+      m_meta.exits.back().branch_rel_offset = jcc_at + 2;
   }
   // Exit with the next guest EIP in R13D (ret, indirect jmp/call). With the
   // in-TC lookup: slot = lookup[eip & 0xffff]; a hit (neg_eip + eip == 0,
@@ -193,6 +203,13 @@ void unlinked_site_bytes(uint32_t target_eip, uint8_t out[kChainPatchSize]) {
   out[2] = 0x47;
   out[3] = uint8_t(ctx_off::kNextEip);
   out[4] = uint8_t(target_eip);
+}
+
+void patch_branch_rel(const Block& block, const ExitSite& site, uint64_t target) {
+  if (site.branch_rel_offset == 0) return;
+  uint8_t* rel = const_cast<uint8_t*>(block.host) + site.branch_rel_offset;
+  const int32_t value = int32_t(int64_t(target) - int64_t(reinterpret_cast<uint64_t>(rel) + 4));
+  std::memcpy(rel, &value, 4);
 }
 
 void linked_site_bytes(uint64_t site_address, uint64_t target_host, uint8_t out[kChainPatchSize]) {

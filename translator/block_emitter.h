@@ -38,6 +38,11 @@ struct ExitSite {
   uint32_t target_eip;
   ExitReason reason;
   bool linked = false;  // currently patched into a jmp to the target block
+  // Nonzero: the host offset of the rel32 of a jcc whose taken arm is this
+  // site. Linking points that rel32 straight at the target block as well
+  // (the taken arm then costs one branch, not a jcc plus a jmp); unlinking
+  // points it back at the site.
+  uint32_t branch_rel_offset = 0;
 };
 inline constexpr uint32_t kExitSiteSize = 21;
 
@@ -105,5 +110,8 @@ Result<std::vector<uint8_t>> emit_block(const DecodedBlock& block, uint64_t host
 inline constexpr uint32_t kChainPatchSize = 5;
 void unlinked_site_bytes(uint32_t target_eip, uint8_t out[kChainPatchSize]);
 void linked_site_bytes(uint64_t site_address, uint64_t target_host, uint8_t out[kChainPatchSize]);
+// Points the rel32 at block.host + site.branch_rel_offset (if any) at target
+// (linking) or back at the site itself (unlinking).
+void patch_branch_rel(const Block& block, const ExitSite& site, uint64_t target);
 
 }  // namespace bt86::translator

@@ -30,6 +30,10 @@ class ExpandContext {
   virtual const DecodedBlock& block() const = 0;
   // A direct exit to a guest EIP (chainable if reason is kBlockEnd).
   virtual void exit_to(uint32_t target, ExitReason reason) = 0;
+  // Both arms of a conditional branch: jcc (x86 condition code cc) to
+  // taken, otherwise to fall; chainable, the jcc itself is linked to the
+  // taken block.
+  virtual void exit_jcc(uint32_t cc, uint32_t taken, uint32_t fall) = 0;
   // An exit to the guest EIP in R13D (ret, indirect jmp/call; in-TC lookup).
   virtual void exit_indirect() = 0;
   // A plain exit to the guest EIP in R13D with the given reason.

@@ -59,6 +59,12 @@ void jcc(ExpandContext& ctx, const BlockInsn& insn) {
   x86::Assembler& a = ctx.as();
   const GuestInsn& g = insn.guest;
   const uint32_t cc = g.insn.opcode & 0xf;
+  if (!insn.shadow_check) {
+    // jcc straight to the taken block once linked (loop back edges and
+    // forward arms alike: one branch on the taken path).
+    ctx.exit_jcc(cc, insn.target, g.next_eip());
+    return;
+  }
   if (insn.target <= g.eip) {
     // A backward branch is most likely a loop's back edge: lay the taken
     // exit out first so that, once chained, an iteration costs one taken

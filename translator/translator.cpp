@@ -327,6 +327,7 @@ void Translator::drop_block(Block* b) {
     if (from->dead) continue;
     ExitSite& site = from->exits[in.exit_index];
     unlinked_site_bytes(site.target_eip, const_cast<uint8_t*>(from->host) + site.host_offset);
+    patch_branch_rel(*from, site, reinterpret_cast<uint64_t>(from->host) + site.host_offset);
     site.linked = false;
     ++m_stats.chain_unlinks;
   }
@@ -386,6 +387,7 @@ void Translator::try_link(uint64_t site_return, uint32_t target_eip, const runti
     if (site.linked || site.target_eip != target_eip || site.reason != ExitReason::kBlockEnd) return;
     uint8_t* at = const_cast<uint8_t*>(from->host) + site.host_offset;
     linked_site_bytes(reinterpret_cast<uint64_t>(at), reinterpret_cast<uint64_t>(target->entry()), at);
+    patch_branch_rel(*from, site, reinterpret_cast<uint64_t>(target->entry()));
     site.linked = true;
     const_cast<Block*>(target)->incoming.push_back({from, i});
     ++m_stats.chain_links;

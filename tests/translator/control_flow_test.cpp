@@ -459,6 +459,34 @@ TEST_F(SelfModifying, CodePatchesAChainedTarget) {
   EXPECT_EQ(t->stats().uncached_steps, 0u);  // the store is on another page than F
 }
 
+INTEL(smc_jcc_target,
+      "0: mov ecx, 3\n"
+      "xor edx, edx\n"
+      "jmp 1f\n"                                // block 1 is the same on every iteration
+      "1: test ecx, ecx\n"
+      "jnz 5f\n"                                // taken arm: the jcc itself is linked to F
+      "int3\n"
+      "2: mov byte ptr [ebx + (5f - 0b) + 1], 7\n"  // F: mov eax, 1 -> mov eax, 7
+      "dec ecx\n"
+      "jnz 1b\n"
+      "int3\n"
+      ".skip 4096\n"                            // F on another page
+      "5: mov eax, 1\n"
+      "add edx, eax\n"
+      "jmp 2b\n")
+
+// The same through a linked jcc: unlinking points the jcc's rel32 back at its
+// exit site (the old code of F stays in the TC until a flush; running it
+// would add 1 instead of 7).
+TEST_F(SelfModifying, CodePatchesTheTargetOfALinkedJcc) {
+  load_data(snippet_smc_jcc_target());
+  RunResult r = run_handling_smc();
+  EXPECT_EQ(r.stop, RunStop::kNeedsInterpretation) << run_stop_name(r.stop) << " " << r.detail;
+  EXPECT_EQ(cpu.reg(EDX), 1u + 7u + 7u);
+  EXPECT_GE(write_faults, 1);
+  EXPECT_GE(t->stats().chain_unlinks, 1u);
+}
+
 INTEL(smc_reload,
       "0: lea edi, [ebx + 0x3000]\n"
       "call edi\n"                            // the old routine: eax = 1 (via the lookup next time)
