@@ -11,6 +11,8 @@
 #include <algorithm>
 #include <array>
 
+#include "translator/block_builder.h"
+
 namespace bt86::machine {
 
 using runtime::Seg;
@@ -72,6 +74,30 @@ uint32_t good_iterations(const SegmentCache& c, uint32_t off, uint32_t size, boo
   return uint32_t(std::min<uint64_t>(good, count));
 }
 
+// #NM / #UD of x87, MMX and SSE instructions from CR0.EM/TS/MP and
+// CR4.OSFXSR (SDM vol. 3, table 2-2 and 13.1; vol. 2, each instruction's
+// "Protected Mode Exceptions"). Fences, prefetches and movnti never fault.
+Fault fpu_fault(const VcpuState& s, const ZydisDecodedInstruction& i) {
+  if (!translator::fpu_state_insn(i)) return std::nullopt;
+  switch (i.mnemonic) {
+    case ZYDIS_MNEMONIC_LFENCE: case ZYDIS_MNEMONIC_MFENCE: case ZYDIS_MNEMONIC_SFENCE:
+    case ZYDIS_MNEMONIC_MOVNTI:
+      return std::nullopt;
+    default:
+      break;
+  }
+  if (i.meta.category == ZYDIS_CATEGORY_PREFETCH) return std::nullopt;
+  const uint32_t cr0 = s.sys.cr0;
+  const bool em = cr0 & cr0::EM, ts = cr0 & cr0::TS;
+  if (i.mnemonic == ZYDIS_MNEMONIC_FWAIT) return ts && (cr0 & cr0::MP) ? Fault(make_fault(vec::NM)) : std::nullopt;
+  const bool fxsr = i.mnemonic == ZYDIS_MNEMONIC_FXSAVE || i.mnemonic == ZYDIS_MNEMONIC_FXRSTOR;
+  if (i.meta.isa_ext == ZYDIS_ISA_EXT_X87 || fxsr) return em || ts ? Fault(make_fault(vec::NM)) : std::nullopt;
+  if (em) return make_fault(vec::UD);
+  if (i.meta.isa_ext != ZYDIS_ISA_EXT_MMX && !(s.sys.cr4 & cr4::OSFXSR)) return make_fault(vec::UD);
+  if (ts) return make_fault(vec::NM);
+  return std::nullopt;
+}
+
 }  // namespace
 
 InsnCheck check_instruction(const VcpuState& s, LinearMemory& mem) {
@@ -103,6 +129,10 @@ InsnCheck check_instruction(const VcpuState& s, LinearMemory& mem) {
   // CS limit: every byte of the instruction (SDM vol. 3, 5.3).
   if (uint64_t(eip) + i.length - 1 > cs.limit) {
     out.fault = make_fault(vec::GP, 0);
+    return out;
+  }
+  if (Fault f = fpu_fault(s, i)) {
+    out.fault = f;
     return out;
   }
   if (interpreter_checks(i, ops)) {

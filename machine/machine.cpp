@@ -116,6 +116,9 @@ class PcMachine final : public Machine,
   std::optional<Stop> run_translated();
   std::optional<Stop> run_direct();
   bool needs_checked_mode() const;
+  void update_fpu_checked() {
+    m_translator->set_fpu_checked((m_vcpu.sys.cr0 & (cr0::TS | cr0::EM)) || !(m_vcpu.sys.cr4 & cr4::OSFXSR));
+  }
   std::optional<Stop> checked_step();
   std::optional<Stop> translated_fault(const translator::GuestFault& f);
   std::optional<Stop> interpret(const ExecuteOptions& options = {});
@@ -392,6 +395,7 @@ translator::CalloutAction PcMachine::callout(runtime::CpuState& cpu, const trans
   // TF set (iret, a task switch), a breakpoint armed, a CS limit: the loop
   // goes on one checked instruction at a time.
   if (needs_checked_mode()) return translator::CalloutAction::kStop;
+  update_fpu_checked();  // mov to CR0/CR4, clts, lmsw (may flush: allowed in a callout)
   // An interrupt may now be deliverable (sti, popf, an EOI): let the loop look.
   if (m_vcpu.interrupts_enabled() && m_devices->pic.interrupt_pending()) return translator::CalloutAction::kStop;
   return translator::CalloutAction::kContinue;
@@ -400,6 +404,9 @@ translator::CalloutAction PcMachine::callout(runtime::CpuState& cpu, const trans
 std::optional<Stop> PcMachine::run_translated() {
   ++m_stats.translated_runs;
   m_vcpu.interrupt_shadow = false;
+  // x87/MMX/SSE instructions under CR0.TS/EM or without CR4.OSFXSR fault in
+  // the guest but not on the host: the translator leaves them to checked_step.
+  update_fpu_checked();
   translator::RunResult r = m_translator->run(m_vcpu.regs, kMaxBlocksPerRun);
   if (m_callout_stop) {
     auto s = m_callout_stop;
@@ -436,6 +443,10 @@ std::optional<Stop> PcMachine::translated_fault(const translator::GuestFault& f)
                                                                       : Access::kRead;
     return resolve_page_fault(mmu::Window::kKernel, f.linear_address, kind);
   }
+  // An unmasked SIMD exception is #XM only with CR4.OSXMMEXCPT, else #UD
+  // (SDM vol. 3, 13.1.5): the host has it set, the guest may not.
+  if (f.vector == vec::XM && !(m_vcpu.sys.cr4 & cr4::OSXMMEXCPT))
+    return deliver_event(Event::exception(make_fault(vec::UD)));
   return deliver_event(Event::exception(GuestFault{f.vector, f.has_error_code, f.error_code, 0}));
 }
 

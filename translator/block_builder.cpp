@@ -160,6 +160,7 @@ class Classifier {
     // Translated code assumes flat segments (limit 4 GiB, writable data,
     // expand-up); an access through any other one is checked by the caller
     // one instruction at a time (machine/README.md "Checked execution").
+    if (m_opt.fpu_checked && fpu_state_insn(out.guest.insn)) return stop("x87/MMX/SSE under CR0.TS/EM or without CR4.OSFXSR");
     uint8_t segs = memory_segments(out.guest);
     if (c.ok && writes_through_cs(out.guest)) return stop("write through CS (#GP)");
     if (c.ok && out.kind == InsnKind::kSegBaseAtRun) segs &= uint8_t(~seg_bit(runtime::Seg(out.seg)));
@@ -386,6 +387,16 @@ Classified Classifier::classify_inner(BlockInsn& out) {
 }
 
 }  // namespace
+
+bool fpu_state_insn(const ZydisDecodedInstruction& i) {
+  switch (i.meta.isa_ext) {
+    case ZYDIS_ISA_EXT_X87: case ZYDIS_ISA_EXT_MMX: case ZYDIS_ISA_EXT_SSE: case ZYDIS_ISA_EXT_SSE2:
+    case ZYDIS_ISA_EXT_SSE3: case ZYDIS_ISA_EXT_SSSE3: case ZYDIS_ISA_EXT_SSE4:
+      return true;
+    default:
+      return false;
+  }
+}
 
 runtime::Seg seg_of(ZydisRegister r) {
   using runtime::Seg;

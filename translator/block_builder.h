@@ -112,7 +112,16 @@ struct BuildOptions {
   uint8_t checked_segs = 0;
   // kSegBaseAtRun instructions test TranslatorContext::seg_checked first.
   bool seg_guards = false;
+  // x87/MMX/SSE instructions (fpu_state_insn) end the block before them: the
+  // guest's CR0.TS/EM or CR4.OSFXSR make them fault (#NM/#UD), which the
+  // host FPU would not do (Translator::set_fpu_checked).
+  bool fpu_checked = false;
 };
+
+// An instruction that may raise #NM or #UD because of CR0.TS/EM/MP or
+// CR4.OSFXSR (SDM vol. 3, table 2-2; vol. 2 "Protected Mode Exceptions"):
+// x87 (fwait included), MMX, fxsave/fxrstor and SSE..SSE4.
+bool fpu_state_insn(const ZydisDecodedInstruction& i);
 
 DecodedBlock build_block(const GuestCodeReader& reader, uint32_t eip, const BuildOptions& options);
 

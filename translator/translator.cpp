@@ -408,6 +408,7 @@ Result<const Block*> Translator::translate(uint32_t eip, bool ephemeral, bool un
   options.callouts = m_callouts.handler ? &m_callouts : nullptr;
   options.checked_segs = unchecked ? 0 : m_seg_checked;
   options.seg_guards = m_config.check_segments && !unchecked;
+  options.fpu_checked = m_fpu_checked && !unchecked;
   DecodedBlock decoded = build_block(*m_code, eip, options);
   if (!ephemeral) {
     m_seg_used |= decoded.seg_used;

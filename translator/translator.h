@@ -125,6 +125,15 @@ class Translator {
   // updated whenever translated code returns.
   RunResult run(runtime::CpuState& cpu, uint64_t max_blocks);
 
+  // x87/MMX/SSE instructions fault because of the guest's CR0.TS/EM or a
+  // clear CR4.OSFXSR: translations stop before them (the owner decides
+  // #NM/#UD). A change drops every translation.
+  void set_fpu_checked(bool checked) {
+    if (checked == m_fpu_checked) return;
+    flush();
+    m_fpu_checked = checked;
+  }
+
   // Runs exactly the one instruction at cpu.eip from an uncached translation
   // without chaining, translated as if every segment were flat (the caller
   // has checked its accesses: limits, types, breakpoints). A callout in it
@@ -207,6 +216,7 @@ class Translator {
   uint8_t m_seg_checked = 0;
   uint8_t m_seg_flat = 0;
   bool m_unchecked_step = false;  // inside run_one()
+  bool m_fpu_checked = false;
   CalloutRuntime m_callouts;
   uint64_t m_site_stub = 0;  // exit stub entry for chainable exits (records the site)
   uint64_t m_miss_stub = 0;  // where empty lookup slots point

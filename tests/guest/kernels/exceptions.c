@@ -19,6 +19,11 @@ static void user_misaligned(void) {
   __asm__ volatile("pushf\n\torl $0x40000, (%%esp)\n\tpopf\n\t" MARK_EIP "1: mov 1(%0), %%eax" :: "r"(buf) : "eax", "memory");
 }
 
+/* Two nops at CPL 3: with TF set by the iret that enters user mode, the
+   trap comes after the first (saved EIP user_step_2, CS the user's). */
+extern void user_step(void), user_step_2(void);
+__asm__(".globl user_step, user_step_2\nuser_step:\n\tnop\nuser_step_2:\n\tnop\n\tret\n");
+
 void test_main(uint32_t magic, const struct multiboot_info *mbi) {
   (void)magic; (void)mbi;
 
@@ -38,6 +43,15 @@ void test_main(uint32_t magic, const struct multiboot_info *mbi) {
   write_dr7(0x400);
   write_dr0(0);
   CHECK(read_dr6() & 1);  /* B0 */
+
+  STEP("#DB: single step at CPL 3 (TF set by the iret into user mode), and across popf in kernel code");
+  write_dr6(0);
+  EXPECT_FAULT(1, 0, fault_expected_eip = (uint32_t)user_step_2; run_user(user_step, 0x100));
+  CHECK_EQ(last_fault.cs, UCODE);
+  CHECK(read_dr6() & 0x4000);  /* BS */
+  /* popf clearing TF traps after itself (TF was set when it started). */
+  EXPECT_FAULT(1, 0, __asm__ volatile("movl $1f, fault_expected_eip\n\tpushf\n\tpushf\n\torl $0x100, (%%esp)\n\t"
+                                      "popf\n\tpopf\n1:\tnop" ::: "memory"));
 
   STEP("#BP: int3 and int $3 (trap)");
   EXPECT_FAULT(3, 0, __asm__ volatile("movl $1f, fault_expected_eip\n\tint3\n1:" ::: "memory"));
