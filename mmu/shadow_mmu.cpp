@@ -97,6 +97,7 @@ void ShadowMmu::record(Window which, uint32_t page, uint32_t pfn, uint32_t flags
   s.entry = (pfn << 12) | flags | kSlotValid;
   s.node = node;
   ++region->count;
+  if (!(flags & kSlotGlobal)) ++region->local;
   ++w.pages;
 }
 
@@ -111,6 +112,7 @@ void ShadowMmu::forget(Window which, uint32_t page) {
   if (n.next != kNone) m_rmap_nodes[n.next].prev = n.prev;
   m_rmap_nodes[slot.node].next = m_rmap_free;
   m_rmap_free = slot.node;
+  if (!(slot.entry & kSlotGlobal)) --region->local;
   slot = Slot{};
   --w.pages;
   if (--region->count == 0) region.reset();
@@ -199,7 +201,7 @@ void ShadowMmu::revalidate_after_cr3() {
       run_len = 0;
     };
     for (uint32_t r = 0; r < kPagesPerRegion; ++r) {
-      for (uint32_t i = 0; i < kPagesPerRegion && w.regions[r]; ++i) {
+      for (uint32_t i = 0; i < kPagesPerRegion && w.regions[r] && w.regions[r]->local; ++i) {
         Slot& slot = w.regions[r]->slots[i];
         const uint32_t e = slot.entry;
         if (!(e & kSlotValid) || (e & kSlotGlobal)) continue;
@@ -220,7 +222,10 @@ void ShadowMmu::revalidate_after_cr3() {
         }
         if (keep) {
           mark_accessed(*m_memory, t, false);
-          if (t.global) slot.entry |= kSlotGlobal;
+          if (t.global) {
+            slot.entry |= kSlotGlobal;
+            --w.regions[r]->local;
+          }
           ++m_stats.pages_kept;
           continue;
         }

@@ -157,6 +157,7 @@ class ShadowMmu final : private PhysWriteObserver {
   struct Region {
     std::array<Slot, 1024> slots{};
     uint32_t count = 0;
+    uint32_t local = 0;  // valid slots without kSlotGlobal (CR3 loads visit only regions with some)
   };
   struct WindowState {
     std::unique_ptr<PageMapper> mapper;
