@@ -244,6 +244,10 @@ Status PcMachine::init() {
   if (!tr) return tr.error();
   m_translator = std::move(*tr);
   m_translator->set_callout_handler(this);
+  // The interpreter's rdtsc is host TSC + sys.tsc_offset at CPL 0 (TSD only
+  // faults at CPL > 0): translated code does the same inline (Linux reads
+  // the TSC ~1 M times per boot; a callout costs ~200 ns).
+  m_translator->set_inline_rdtsc(&m_vcpu.sys.tsc_offset);
   // The translator speaks page numbers, the MMU physical addresses.
   m_translator->set_code_page_callback([this](uint32_t page) { m_mmu->protect_code_page(page << 12); });
   m_mmu->set_code_write_callback([this](uint32_t phys) { m_translator->invalidate_code_page(phys >> 12); });

@@ -252,6 +252,9 @@ Classified Classifier::classify_inner(BlockInsn& out) {
     case ZYDIS_MNEMONIC_POPF: case ZYDIS_MNEMONIC_POPFD:
       use(Seg::SS);
       return kind(out, InsnKind::kPopfd);
+    case ZYDIS_MNEMONIC_RDTSC:
+      if (m_opt.inline_rdtsc) return kind(out, InsnKind::kRdtsc);
+      break;
     case ZYDIS_MNEMONIC_CLI: return kind(out, InsnKind::kCli);
     case ZYDIS_MNEMONIC_STI: return kind(out, InsnKind::kSti);
     case ZYDIS_MNEMONIC_PUSHA: case ZYDIS_MNEMONIC_PUSHAD:
@@ -434,6 +437,7 @@ const char* insn_kind_name(InsnKind kind) {
     case InsnKind::kStringBiased: return "string-biased";
     case InsnKind::kHighByteEspReg: return "high-byte-esp-reg";
     case InsnKind::kSegBaseAtRun: return "seg-base-at-run";
+    case InsnKind::kRdtsc: return "rdtsc";
     case InsnKind::kJmp: return "jmp";
     case InsnKind::kJcc: return "jcc";
     case InsnKind::kCall: return "call";

@@ -45,6 +45,7 @@ enum class InsnKind : uint8_t {
   kStringBiased,     // string instruction with a non-zero DS/ES/override base
   kHighByteEspReg,   // AH..DH together with ESP/SP as a register operand
   kSegBaseAtRun,     // FS/GS memory operand: the segment base is read from CpuState at run time
+  kRdtsc,            // rdtsc inline: host TSC + the owner's offset (BuildOptions::inline_rdtsc)
   kJmp,              // direct near jmp: ends the block
   kJcc,              // direct conditional branch: ends the block
   kCall,             // direct near call: ends the block
@@ -116,6 +117,9 @@ struct BuildOptions {
   // guest's CR0.TS/EM or CR4.OSFXSR make them fault (#NM/#UD), which the
   // host FPU would not do (Translator::set_fpu_checked).
   bool fpu_checked = false;
+  // rdtsc becomes kRdtsc (host TSC + *TranslatorContext::tsc_offset) instead
+  // of a callout. CPL 0 only: CR4.TSD never faults there (SDM vol. 2, RDTSC).
+  bool inline_rdtsc = false;
 };
 
 // An instruction that may raise #NM or #UD because of CR0.TS/EM/MP or

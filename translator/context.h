@@ -62,13 +62,17 @@ struct alignas(16) TranslatorContext {
   uint32_t fault_address = 0;        // 592: kGuestFault: guest linear address (#PF)
   uint32_t fault_access = 0;         // 596: kGuestFault: 0 read, 1 write, 2 fetch
   alignas(16) LookupEntry lookup[kLookupEntries];  // 608: the in-TC lookup table
+  // Translator::set_inline_rdtsc: the owner's guest TSC offset (guest TSC =
+  // host TSC + *tsc_offset), read by inline rdtsc at every execution.
+  const int64_t* tsc_offset = nullptr;  // 608 + 16 * kLookupEntries
 };
 
 namespace ctx_off {
 inline constexpr int32_t kCpu = 0, kHostRsp = 8, kExitReason = 16, kNextEip = 20, kWindowBase = 24,
                          kExitRequested = 32, kIrqPending = 33, kSegChecked = 34, kHostFx = 48, kLastExit = 560, kBlockEntries = 568,
-                         kLookupHits = 576, kLookup = 608;
+                         kLookupHits = 576, kLookup = 608, kTscOffset = kLookup + 16 * int32_t(kLookupEntries);
 }
+static_assert(offsetof(TranslatorContext, tsc_offset) == ctx_off::kTscOffset);
 static_assert(offsetof(TranslatorContext, cpu) == ctx_off::kCpu);
 static_assert(offsetof(TranslatorContext, host_rsp) == ctx_off::kHostRsp);
 static_assert(offsetof(TranslatorContext, exit_reason) == ctx_off::kExitReason);

@@ -317,6 +317,23 @@ Status mem_move(ExpandContext& ctx, const ZydisDecodedOperand& mem, ZydisRegiste
   return Ok{};
 }
 
+// rdtsc at CPL 0 with the guest TSC = host TSC + offset (the CPU model's
+// guest_tsc): EDX:EAX = host TSC + *ctx.tsc_offset, 64-bit add. The shl/or/
+// add/shr clobber RFLAGS, so they run inside pushfq/popfq; rdtsc itself
+// changes no flag (SDM vol. 2, RDTSC). Nothing here can fault.
+void rdtsc(ExpandContext& ctx) {
+  x86::Assembler& a = ctx.as();
+  a.pushfq();
+  a.rdtsc();
+  a.shl(x86::rdx, 32);
+  a.or_(x86::rax, x86::rdx);
+  a.mov(x86::r13, x86::qword_ptr(x86::r15, ctx_off::kTscOffset));
+  a.add(x86::rax, x86::qword_ptr(x86::r13));
+  a.mov(x86::rdx, x86::rax);
+  a.shr(x86::rdx, 32);
+  a.popfq();
+}
+
 bool misc_kind(ExpandContext& ctx, const BlockInsn& insn, Status& result) {
   result = Ok{};
   switch (insn.kind) {
@@ -327,6 +344,7 @@ bool misc_kind(ExpandContext& ctx, const BlockInsn& insn, Status& result) {
     case InsnKind::kStringBiased: string_biased(ctx, insn); return true;
     case InsnKind::kDecimal: decimal(ctx, insn.guest); return true;
     case InsnKind::kArpl: result = arpl(ctx, insn.guest); return true;
+    case InsnKind::kRdtsc: rdtsc(ctx); return true;
     default: return false;
   }
 }

@@ -289,6 +289,11 @@ void Translator::set_callout_handler(CalloutHandler* handler) {
   m_callouts.handler = handler;
 }
 
+void Translator::set_inline_rdtsc(const int64_t* offset) {
+  flush();
+  m_ctx->tsc_offset = offset;
+}
+
 void Translator::drop_blocks() {
   m_blocks.clear();
   m_callouts.clear();
@@ -406,6 +411,7 @@ Result<const Block*> Translator::translate(uint32_t eip, bool ephemeral, bool un
   options.max_insns = ephemeral ? 1 : m_config.max_block_insns;
   options.seg_base = m_seg_base;
   options.callouts = m_callouts.handler ? &m_callouts : nullptr;
+  options.inline_rdtsc = m_ctx->tsc_offset != nullptr;
   options.checked_segs = unchecked ? 0 : m_seg_checked;
   options.seg_guards = m_config.check_segments && !unchecked;
   options.fpu_checked = m_fpu_checked && !unchecked;

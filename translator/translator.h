@@ -155,6 +155,11 @@ class Translator {
   // Sensitive and privileged instructions call handler (callout.h); without
   // one they end blocks with kNeedsInterpretation. Drops all translations.
   void set_callout_handler(CalloutHandler* handler);
+  // Non-null: rdtsc runs inline (host TSC + *offset, read at every execution,
+  // so the owner just keeps its offset up to date) instead of calling out.
+  // Only right when the owner's rdtsc is exactly that at CPL 0 (the CPU
+  // model's guest_tsc). Drops all translations.
+  void set_inline_rdtsc(const int64_t* offset);
   const CalloutRuntime& callouts() const { return m_callouts; }
   // The machine has an interrupt for the guest: translated code leaves with
   // kIrqWindow when the guest sets IF (TranslatorContext::irq_pending).

@@ -5,6 +5,8 @@
 #include <chrono>
 #include <vector>
 
+#include <x86intrin.h>
+
 #include "tests/runtime/direct_test_machine.h"
 #include "tests/runtime/guest_snippet.h"
 #include "translator/translator.h"
@@ -136,6 +138,54 @@ TEST_F(Callouts, EverySensitiveInstructionReachesTheHandlerAtItsEip) {
   EXPECT_NE(tr->callouts().format_counts().find("pop: 5"), std::string::npos) << tr->callouts().format_counts();
 }
 
+INTEL(rdtsc_twice,
+      "stc\n"                 // CF = 1, ZF = 0 must survive
+      "rdtsc\n"
+      "mov esi, eax\n"
+      "mov edi, edx\n"
+      "rdtsc\n"
+      "setc bl\n"
+      "setz bh\n"
+      "hlt\n")
+
+// With set_inline_rdtsc, rdtsc runs in the TC: EDX:EAX = host TSC + the
+// owner's offset (read at every execution, so a later change counts), no
+// callout, flags and the other registers untouched. The offset makes the low
+// half carry into the high one.
+TEST_F(Callouts, InlineRdtscIsTheHostTscPlusTheOffsetWithoutACallout) {
+  int64_t offset = int64_t(0x12345678'fffffff0ull);
+  tr->set_inline_rdtsc(&offset);
+  cpu.reg(ECX) = 0xc0ffee;
+  const uint64_t before = __rdtsc();
+  auto r = run(snippet_rdtsc_twice());
+  const uint64_t after = __rdtsc();
+  ASSERT_EQ(r.stop, RunStop::kCallout) << r.detail;
+  EXPECT_EQ(r.detail, "hlt");
+  const uint64_t first = (uint64_t(cpu.reg(EDI)) << 32 | cpu.reg(ESI)) - uint64_t(offset);
+  const uint64_t second = (uint64_t(cpu.reg(EDX)) << 32 | cpu.reg(EAX)) - uint64_t(offset);
+  EXPECT_LE(before, first);
+  EXPECT_LE(first, second);
+  EXPECT_LE(second, after);
+  EXPECT_EQ(cpu.reg(EBX) & 0xffff, 0x0001u);  // setc bl = 1, setz bh = 0
+  EXPECT_EQ(cpu.reg(ECX), 0xc0ffeeu);
+  EXPECT_EQ(tr->callouts().count[ZYDIS_MNEMONIC_RDTSC], 0u);
+  ASSERT_EQ(handler.mnemonics.size(), 1u);  // hlt only
+  // The offset is read at run time: a new one applies without retranslation.
+  const uint64_t translated = tr->stats().blocks_translated;
+  offset = -int64_t(before);
+  cpu = TestMachine::initial_state();
+  r = run(snippet_rdtsc_twice());
+  ASSERT_EQ(r.stop, RunStop::kCallout) << r.detail;
+  const uint64_t small = uint64_t(cpu.reg(EDX)) << 32 | cpu.reg(EAX);
+  EXPECT_LE(small, __rdtsc() - before);
+  EXPECT_EQ(tr->stats().blocks_translated, translated) << tr->format_stats();
+  // Without it (the default), rdtsc is a callout.
+  tr->set_inline_rdtsc(nullptr);
+  cpu = TestMachine::initial_state();
+  run(snippet_rdtsc_twice());
+  EXPECT_EQ(tr->callouts().count[ZYDIS_MNEMONIC_RDTSC], 2u);
+}
+
 INTEL(cpuid_then_use,
       "mov esi, 7\n"
       "cpuid\n"
@@ -264,7 +314,7 @@ TEST_F(Callouts, FsBaseIsReadWhenTheInstructionRuns) {
   r = tr->run(cpu, 1000);
   EXPECT_EQ(cpu.reg(EAX), 0x44444444u);
   EXPECT_EQ(tr->stats().invalidations, flushes);
-  EXPECT_EQ(tr->stats().blocks_translated, translated);
+  EXPECT_EQ(tr->stats().blocks_translated, translated) << tr->format_stats();
 }
 
 INTEL(string_ds_es,
