@@ -119,7 +119,7 @@ void ShadowMmu::forget(Window which, uint32_t page) {
 }
 
 template <typename Keep>
-void ShadowMmu::drop_where(Window which, uint32_t first_region, uint32_t end_region, Keep keep) {
+void ShadowMmu::drop_where(Window which, uint32_t first_region, uint32_t end_region, bool local_only, Keep keep) {
   WindowState& w = m_windows[int(which)];
   uint32_t run_start = 0, run_len = 0;
   auto flush = [&] {
@@ -131,10 +131,10 @@ void ShadowMmu::drop_where(Window which, uint32_t first_region, uint32_t end_reg
     run_len = 0;
   };
   for (uint32_t r = first_region; r < end_region; ++r) {
-    for (uint32_t i = 0; i < kPagesPerRegion && w.regions[r]; ++i) {
-      const uint32_t e = w.regions[r]->slots[i].entry;
-      if (!(e & kSlotValid) || keep(e)) continue;
+    for (uint32_t i = 0; i < kPagesPerRegion && w.regions[r] && (!local_only || w.regions[r]->local); ++i) {
+      Slot& slot = w.regions[r]->slots[i];
       const uint32_t page = r * kPagesPerRegion + i;
+      if (!(slot.entry & kSlotValid) || keep(page, slot)) continue;
       if (run_len != 0 && page != run_start + run_len) flush();
       if (run_len == 0) run_start = page;
       ++run_len;
@@ -148,9 +148,9 @@ void ShadowMmu::drop_all_where(bool keep_global) {
   for (Window which : {Window::kUser, Window::kKernel}) {
     if (m_windows[int(which)].pages == 0) continue;
     if (keep_global)
-      drop_where(which, 0, kPagesPerRegion, [](uint32_t e) { return bool(e & kSlotGlobal); });
+      drop_where(which, 0, kPagesPerRegion, true, [](uint32_t, const Slot& s) { return bool(s.entry & kSlotGlobal); });
     else
-      drop_where(which, 0, kPagesPerRegion, [](uint32_t) { return false; });
+      drop_where(which, 0, kPagesPerRegion, false, [](uint32_t, const Slot&) { return false; });
   }
 }
 
@@ -191,51 +191,28 @@ void ShadowMmu::revalidate_after_cr3() {
     WindowState& w = m_windows[int(which)];
     if (w.pages == 0) continue;
     const bool user = which == Window::kUser;
-    uint32_t run_start = 0, run_len = 0;
-    auto flush = [&] {
-      if (run_len == 0) return;
-      if (auto s = w.mapper->unmap(GuestVirt(run_start << 12), uint64_t(run_len) << 12); !s)
-        log::get("mmu")->error("shadow drop failed: {}", s.error().message);
-      ++m_stats.unmap_calls;
-      m_stats.pages_dropped += run_len;
-      run_len = 0;
-    };
-    for (uint32_t r = 0; r < kPagesPerRegion; ++r) {
-      for (uint32_t i = 0; i < kPagesPerRegion && w.regions[r] && w.regions[r]->local; ++i) {
-        Slot& slot = w.regions[r]->slots[i];
-        const uint32_t e = slot.entry;
-        if (!(e & kSlotValid) || (e & kSlotGlobal)) continue;
-        const uint32_t page = r * kPagesPerRegion + i;
-        const Translation t = translate(*m_memory, m_control, page << 12, Access::kRead, user);
-        bool keep = t.status == WalkStatus::kOk && (t.phys >> 12) == (e >> 12) && t.large == bool(e & kSlotLarge) &&
-                    (!user || t.user);
-        if (keep && (e & kSlotWritable) && !has(prot_for(which, t.user, t.writable, t.dirty, e >> 12), Prot::Write)) {
-          // Same frame, now read-only (after fork both sides' pages are):
-          // write-protect the mapping instead of dropping it.
-          const Prot ro = user ? Prot::ReadExec : Prot::Read;
-          if (w.mapper->protect(GuestVirt(page << 12), kPageSize, ro)) {
-            ++m_stats.protect_calls;
-            slot.entry &= ~kSlotWritable;
-          } else {
-            keep = false;
-          }
-        }
-        if (keep) {
-          mark_accessed(*m_memory, t, false);
-          if (t.global) {
-            slot.entry |= kSlotGlobal;
-            --w.regions[r]->local;
-          }
-          ++m_stats.pages_kept;
-          continue;
-        }
-        if (run_len != 0 && page != run_start + run_len) flush();
-        if (run_len == 0) run_start = page;
-        ++run_len;
-        forget(which, page);  // frees the region with its last page: the loop stops
+    drop_where(which, 0, kPagesPerRegion, true, [&](uint32_t page, Slot& slot) {
+      const uint32_t e = slot.entry;
+      if (e & kSlotGlobal) return true;
+      const Translation t = translate(*m_memory, m_control, page << 12, Access::kRead, user);
+      if (t.status != WalkStatus::kOk || (t.phys >> 12) != (e >> 12) || t.large != bool(e & kSlotLarge) ||
+          (user && !t.user))
+        return false;
+      if ((e & kSlotWritable) && !has(prot_for(which, t.user, t.writable, t.dirty, e >> 12), Prot::Write)) {
+        // Same frame, now read-only (after fork both sides' pages are):
+        // write-protect the mapping instead of dropping it.
+        if (!w.mapper->protect(GuestVirt(page << 12), kPageSize, user ? Prot::ReadExec : Prot::Read)) return false;
+        ++m_stats.protect_calls;
+        slot.entry &= ~kSlotWritable;
       }
-    }
-    flush();
+      mark_accessed(*m_memory, t, false);
+      if (t.global) {
+        slot.entry |= kSlotGlobal;
+        --w.regions[page / kPagesPerRegion]->local;
+      }
+      ++m_stats.pages_kept;
+      return true;
+    });
   }
 }
 
@@ -253,7 +230,7 @@ void ShadowMmu::invlpg(uint32_t lin) {
     if (!s) continue;
     if (s->large) {
       // One TLB entry covered the whole 4 MiB page (SDM 4.10.2.3): drop it all.
-      drop_where(which, r, r + 1, [](uint32_t e) { return !(e & kSlotLarge); });
+      drop_where(which, r, r + 1, false, [](uint32_t, const Slot& s) { return !(s.entry & kSlotLarge); });
     } else {
       forget(which, page);
       if (auto st = m_windows[int(which)].mapper->unmap(GuestVirt(page << 12), kPageSize); !st)

@@ -185,10 +185,11 @@ class ShadowMmu final : private PhysWriteObserver {
   bool same_mapping(Window which, const Candidate& c) const;
   void record(Window which, uint32_t page, uint32_t pfn, uint32_t flags);
   void forget(Window which, uint32_t page);
-  // Drops every mapping of the given windows' regions for which keep(entry)
-  // is false; contiguous linear pages go in one unmap call.
+  // Drops every mapping of the given window's regions for which
+  // keep(linear page, slot) is false; contiguous linear pages go in one
+  // unmap call. local_only: skip regions without non-global mappings.
   template <typename Keep>
-  void drop_where(Window which, uint32_t first_region, uint32_t end_region, Keep keep);
+  void drop_where(Window which, uint32_t first_region, uint32_t end_region, bool local_only, Keep keep);
   void drop_all_where(bool keep_global);
   // After a CR3 load: keep each non-global mapping that the new page tables
   // give the same physical page with at least the rights mapped, drop the rest.
