@@ -29,6 +29,8 @@ class Emitter final : public ExpandContext {
     m_code.init(Environment(Arch::kX64), host_address);
     m_code.setErrorHandler(&m_errors);
     m_code.attach(&m_a);
+    m_meta.boundaries.reserve(m_block.insns.size() + 1);
+    m_meta.exits.reserve(2);
     if (m_opt.entry_check) emit_entry_check();
     for (const BlockInsn& insn : m_block.insns) {
       m_meta.boundaries.push_back({uint32_t(m_a.offset()), insn.guest.eip});

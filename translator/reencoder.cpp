@@ -105,6 +105,22 @@ bool reencode64_fast(const GuestInsn& g, const ReencodeOptions& options, HostByt
   else if (i.raw.imm[0].size) op_end = i.raw.imm[0].offset;
   if (op_end <= npre) return false;
   const uint8_t first = g.bytes[npre];
+  if (i.opcode_map == ZYDIS_OPCODE_MAP_DEFAULT && first >= 0x40 && first <= 0x4f && op_end == i.length) {
+    // inc/dec r (40+r / 48+r) are REX prefixes in 64-bit mode: the same
+    // operation as ff /0 and ff /1 with a register operand (SDM vol. 2, INC/DEC).
+    size_t n = 0;
+    for (uint8_t k = 0; k < npre; ++k) {
+      const uint8_t p = g.bytes[k];
+      if (p == 0x26 || p == 0x2e || p == 0x36 || p == 0x3e || p == 0x64 || p == 0x65) continue;
+      if (p == 0x67 || n + 4 > out.bytes.size()) return false;
+      out.bytes[n++] = p;
+    }
+    if ((first & 7) == 4) out.bytes[n++] = 0x41;  // ESP -> R12D
+    out.bytes[n++] = 0xff;
+    out.bytes[n++] = uint8_t(0xc0 | (first & 8) | (first & 7));
+    out.size = uint8_t(n);
+    return true;
+  }
   switch (i.opcode_map) {
     case ZYDIS_OPCODE_MAP_DEFAULT:
       if (op_end - npre != 1 || kSlow1[first]) return false;
@@ -168,7 +184,7 @@ bool reencode64_fast(const GuestInsn& g, const ReencodeOptions& options, HostByt
       mem_segment = op.mem.segment;
       if (op.mem.index == ZYDIS_REGISTER_ESP || op.mem.index == ZYDIS_REGISTER_SP) return false;
       if (op.mem.base == ZYDIS_REGISTER_ESP) rex |= 0x41;
-      else if (op.mem.base != ZYDIS_REGISTER_NONE && ZydisRegisterGetClass(op.mem.base) != ZYDIS_REGCLASS_GPR32)
+      else if (op.mem.base != ZYDIS_REGISTER_NONE && (op.mem.base < ZYDIS_REGISTER_EAX || op.mem.base > ZYDIS_REGISTER_EDI))
         return false;
     } else if (op.type == ZYDIS_OPERAND_TYPE_POINTER) {
       return false;
