@@ -2,6 +2,7 @@
 // CR3/INVLPG drops, code-page write protection. See shadow_mmu.h.
 #include "mmu/shadow_mmu.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "base/log.h"
@@ -369,53 +370,60 @@ HostFaultOutcome ShadowMmu::handle_host_fault(Window which, uint32_t lin, Access
       if (index == page || !same_mapping(which, c)) pages.push_back(c);
     }
   } else {
-    // A 4 KiB page: look at its whole page table.
+    // A 4 KiB page: its page table's entries around it, read as needed
+    // (the faulting page's physically contiguous run, then the prefault
+    // cluster), not the whole table.
     uint32_t pde;
     std::memcpy(&pde, m_memory->host(GuestPhys(t.pde_addr), 4), 4);
     const uint32_t table = pde & pte::kFrameMask;
     uint32_t* entries = reinterpret_cast<uint32_t*>(m_memory->host(GuestPhys(table), kPageSize));
     std::array<Candidate, kPagesPerRegion> all;
-    std::array<bool, kPagesPerRegion> ok{};
-    for (uint32_t i = 0; i < kPagesPerRegion; ++i) {
-      uint32_t e;
-      std::memcpy(&e, &entries[i], 4);
-      const uint32_t index = region_first + i;
-      if (!(e & pte::P) || index < first_allowed) continue;
-      const uint32_t rights = pde & e;
-      const bool u = rights & pte::US;
-      if (user && !u) continue;  // the user window never maps supervisor pages
-      const uint32_t p = e >> 12;
-      if (p >= ram_pages) continue;
-      // mark_accessed above already set D in the faulting entry on a write.
-      all[i] = Candidate{index, p, prot_for(which, u, rights & pte::RW, e & pte::D, p),
-                         (e & pte::G) && m_control.pge() ? kSlotGlobal : 0};
-      ok[i] = true;
-    }
+    std::array<uint8_t, kPagesPerRegion> state;  // 0 not read yet, 1 mappable, 2 not
+    state.fill(0);
+    auto ok = [&](uint32_t i) {
+      if (state[i] == 0) {
+        state[i] = 2;
+        uint32_t e;
+        std::memcpy(&e, &entries[i], 4);
+        const uint32_t index = region_first + i;
+        const uint32_t rights = pde & e;
+        const bool u = rights & pte::US;
+        const uint32_t p = e >> 12;
+        // The user window never maps supervisor pages.
+        if ((e & pte::P) && index >= first_allowed && (!user || u) && p < ram_pages) {
+          // mark_accessed above already set D in the faulting entry on a write.
+          all[i] = Candidate{index, p, prot_for(which, u, rights & pte::RW, e & pte::D, p),
+                             (e & pte::G) && m_control.pge() ? kSlotGlobal : 0};
+          state[i] = 1;
+        }
+      }
+      return state[i] == 1;
+    };
     const uint32_t fi = page - region_first;
-    if (!ok[fi]) {
+    if (!ok(fi)) {
       // The walk and the table disagree: cannot happen single-threaded.
       out.kind = Kind::kHostError;
       out.error = "shadow MMU: page table changed during a fault";
       return out;
     }
-    std::array<bool, kPagesPerRegion> take{};
+    std::array<bool, kPagesPerRegion> take;
+    take.fill(false);
     take[fi] = true;
     // The faulting page's run, as far as it goes: free to extend.
-    auto joins = [&](uint32_t a, uint32_t b) {  // b follows a
-      return ok[a] && ok[b] && all[b].pfn == all[a].pfn + 1 && all[b].prot == all[a].prot &&
-             !same_mapping(which, all[b]);
+    auto joins = [&](uint32_t a, uint32_t b) {  // b and a are neighbours; a is taken
+      return ok(b) && all[b].pfn + a == all[a].pfn + b && all[b].prot == all[a].prot && !same_mapping(which, all[b]);
     };
-    for (uint32_t i = fi; i + 1 < kPagesPerRegion && joins(i, i + 1); ++i) take[i + 1] = true;
-    for (uint32_t i = fi; i > 0 && ok[i - 1] && all[i].pfn == all[i - 1].pfn + 1 &&
-                          all[i].prot == all[i - 1].prot && !same_mapping(which, all[i - 1]);
-         --i)
-      take[i - 1] = true;
+    uint32_t lo = fi, hi = fi;
+    while (hi + 1 < kPagesPerRegion && joins(hi, hi + 1)) take[++hi] = true;
+    while (lo > 0 && joins(lo, lo - 1)) take[--lo] = true;
     // Present neighbours in the prefault cluster.
     const uint32_t cluster = m_config.prefault_cluster_pages;
     const uint32_t c0 = fi & ~(cluster - 1);
     for (uint32_t i = c0; i < c0 + cluster; ++i)
-      if (ok[i] && !take[i] && !same_mapping(which, all[i])) take[i] = true;
-    for (uint32_t i = 0; i < kPagesPerRegion; ++i) {
+      if (!take[i] && ok(i) && !same_mapping(which, all[i])) take[i] = true;
+    lo = std::min(lo, c0);
+    hi = std::max(hi, c0 + cluster - 1);
+    for (uint32_t i = lo; i <= hi; ++i) {
       if (!take[i]) continue;
       // A neighbour is about to be cached like a speculative TLB fill: set
       // its A bit as the processor would (SDM 4.8, 4.10.2.3).
