@@ -186,6 +186,7 @@ class Classifier {
   }
   Classified reencoded(BlockInsn& out, ReencodeOptions ro = {}) {
     ro.seg_base = &m_opt.seg_base;
+    if (reencode64_fast(out.guest, ro, out.host)) return {true, {}};  // the common case, without a Result
     auto bytes = reencode64(out.guest, ro);
     if (!bytes) return stop("re-encode: " + bytes.error().message + ": " + format_insn(out.guest));
     out.host = bytes.value();
@@ -475,7 +476,7 @@ DecodedBlock build_block(const GuestCodeReader& reader, uint32_t eip, const Buil
     size_t n = reader.read(mmu::GuestVirt(uint32_t(at)), buf);
     // Decoded and classified in place (no copies of the ~1 KiB BlockInsn);
     // dropped again if the block ends before it.
-    BlockInsn& insn = block.insns.emplace_back();
+    BlockInsn& insn = block.insns.emplace_back(GuestInsn::kNoZero);
     const GuestInsn& g = insn.guest;
     if (n == 0 || !decode32({buf.data(), n}, uint32_t(at), insn.guest)) {
       block.insns.pop_back();

@@ -65,6 +65,10 @@ inline uint8_t seg_bit(runtime::Seg s) { return uint8_t(1u << int(s)); }
 runtime::Seg seg_of(ZydisRegister r);
 
 struct BlockInsn {
+  BlockInsn() = default;
+  // guest.insn/ops unwritten: a decode32 into guest must follow (GuestInsn::kNoZero).
+  explicit BlockInsn(GuestInsn::NoZero no_zero) : guest(no_zero) {}
+
   GuestInsn guest;
   InsnKind kind = InsnKind::kInnocuous;
   HostBytes host;                            // kInnocuous, kHighByteViaTemp

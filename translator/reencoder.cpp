@@ -1,6 +1,7 @@
 #include "translator/reencoder.h"
 
 #include <algorithm>
+#include <cstring>
 
 namespace bt86::translator {
 namespace {
@@ -205,14 +206,13 @@ bool reencode64_fast(const GuestInsn& g, const ReencodeOptions& options, HostByt
     }
   }
 
-  uint8_t* o = out.bytes.data();
+  // Built in a buffer with room for any combination (checked against 15 at the end).
+  uint8_t o[32];
   size_t n = 0;
-  auto put = [&](uint8_t b) {
-    if (n < out.bytes.size()) o[n] = b;
-    ++n;
-  };
+  auto put = [&](uint8_t b) { o[n++] = b; };
   auto put32 = [&](uint32_t v) {
-    for (int k = 0; k < 4; ++k) put(uint8_t(v >> (8 * k)));
+    std::memcpy(o + n, &v, 4);
+    n += 4;
   };
   if (has_mem && !agen) put(0x65);
   if (has_mem) put(0x67);
@@ -255,6 +255,7 @@ bool reencode64_fast(const GuestInsn& g, const ReencodeOptions& options, HostByt
   }
   for (uint8_t k = tail; k < i.length; ++k) put(g.bytes[k]);
   if (n > out.bytes.size()) return false;
+  std::memcpy(out.bytes.data(), o, n);
   out.size = uint8_t(n);
   return true;
 }

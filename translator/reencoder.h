@@ -15,9 +15,17 @@
 namespace bt86::translator {
 
 struct GuestInsn {
+  // GuestInsn(kNoZero) leaves insn and ops unwritten (~1 KiB), for a
+  // decode32 that follows at once: Zydis writes all of both (every operand
+  // slot, used or not). build_block's hot path; everyone else gets zeros.
+  struct NoZero {};
+  static constexpr NoZero kNoZero{};
+  GuestInsn() : insn{}, ops{} {}
+  explicit GuestInsn(NoZero) {}
+
   uint32_t eip = 0;
-  ZydisDecodedInstruction insn{};
-  ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT]{};
+  ZydisDecodedInstruction insn;
+  ZydisDecodedOperand ops[ZYDIS_MAX_OPERAND_COUNT];
   // The guest's bytes (insn.length of them; filled by decode32): the fast
   // re-encoding path rewrites them instead of going through Zydis' encoder.
   std::array<uint8_t, ZYDIS_MAX_INSTRUCTION_LENGTH> bytes{};
