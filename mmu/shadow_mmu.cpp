@@ -189,32 +189,34 @@ void ShadowMmu::load_cr3(uint32_t cr3) {
 // context switch instead of being unmapped and faulted in again.
 void ShadowMmu::revalidate_after_cr3() {
   for (Window which : {Window::kUser, Window::kKernel}) {
-    WindowState& w = m_windows[int(which)];
-    if (w.pages == 0) continue;
-    const bool user = which == Window::kUser;
-    drop_where(which, 0, kPagesPerRegion, true, [&](uint32_t page, Slot& slot) {
-      const uint32_t e = slot.entry;
-      if (e & kSlotGlobal) return true;
-      const Translation t = translate(*m_memory, m_control, page << 12, Access::kRead, user);
-      if (t.status != WalkStatus::kOk || (t.phys >> 12) != (e >> 12) || t.large != bool(e & kSlotLarge) ||
-          (user && !t.user))
-        return false;
-      if ((e & kSlotWritable) && !has(prot_for(which, t.user, t.writable, t.dirty, e >> 12), Prot::Write)) {
-        // Same frame, now read-only (after fork both sides' pages are):
-        // write-protect the mapping instead of dropping it.
-        if (!w.mapper->protect(GuestVirt(page << 12), kPageSize, user ? Prot::ReadExec : Prot::Read)) return false;
-        ++m_stats.protect_calls;
-        slot.entry &= ~kSlotWritable;
-      }
-      mark_accessed(*m_memory, t, false);
-      if (t.global) {
-        slot.entry |= kSlotGlobal;
-        --w.regions[page / kPagesPerRegion]->local;
-      }
-      ++m_stats.pages_kept;
-      return true;
-    });
+    if (m_windows[int(which)].pages == 0) continue;
+    drop_where(which, 0, kPagesPerRegion, true,
+               [&](uint32_t page, Slot& slot) { return (slot.entry & kSlotGlobal) || still_valid(which, page, slot); });
   }
+}
+
+bool ShadowMmu::still_valid(Window which, uint32_t page, Slot& slot) {
+  WindowState& w = m_windows[int(which)];
+  const bool user = which == Window::kUser;
+  const uint32_t e = slot.entry;
+  const Translation t = translate(*m_memory, m_control, page << 12, Access::kRead, user);
+  if (t.status != WalkStatus::kOk || (t.phys >> 12) != (e >> 12) || t.large != bool(e & kSlotLarge) ||
+      (user && !t.user))
+    return false;
+  if ((e & kSlotWritable) && !has(prot_for(which, t.user, t.writable, t.dirty, e >> 12), Prot::Write)) {
+    // Same frame, now read-only (after fork both sides' pages are):
+    // write-protect the mapping instead of dropping it.
+    if (!w.mapper->protect(GuestVirt(page << 12), kPageSize, user ? Prot::ReadExec : Prot::Read)) return false;
+    ++m_stats.protect_calls;
+    slot.entry &= ~kSlotWritable;
+  }
+  mark_accessed(*m_memory, t, false);
+  if (t.global && !(e & kSlotGlobal)) {
+    slot.entry |= kSlotGlobal;
+    --w.regions[page / kPagesPerRegion]->local;
+  }
+  ++m_stats.pages_kept;
+  return true;
 }
 
 void ShadowMmu::flush_all() {
@@ -229,10 +231,14 @@ void ShadowMmu::invlpg(uint32_t lin) {
   for (Window which : {Window::kUser, Window::kKernel}) {
     auto s = lookup(which, lin);
     if (!s) continue;
+    // As after a CR3 load, an entry the tables still give is kept: Linux
+    // flushes pages whose entries it did not change (ranges, fork).
     if (s->large) {
       // One TLB entry covered the whole 4 MiB page (SDM 4.10.2.3): drop it all.
       drop_where(which, r, r + 1, false, [](uint32_t, const Slot& s) { return !(s.entry & kSlotLarge); });
     } else {
+      Slot& slot = m_windows[int(which)].regions[r]->slots[page % kPagesPerRegion];
+      if (still_valid(which, page, slot)) continue;
       forget(which, page);
       if (auto st = m_windows[int(which)].mapper->unmap(GuestVirt(page << 12), kPageSize); !st)
         log::get("mmu")->error("shadow drop failed: {}", st.error().message);

@@ -194,6 +194,11 @@ class ShadowMmu final : private PhysWriteObserver {
   // After a CR3 load: keep each non-global mapping that the new page tables
   // give the same physical page with at least the rights mapped, drop the rest.
   void revalidate_after_cr3();
+  // Whether the current tables still translate this mapped page as its slot
+  // says (same frame and size, rights at least those mapped; a writable
+  // mapping the tables now make read-only is write-protected here). Sets A as
+  // a refill would. Global slots are the caller's business.
+  bool still_valid(Window which, uint32_t page, Slot& slot);
   void phys_page_written(uint32_t phys_page) override;
 
   GuestMemory* m_memory;

@@ -201,7 +201,10 @@ TEST_F(ShadowMmuTest, NeighboursOneCallPerContiguousRun) {
   EXPECT_EQ(b, 0x40);
   // A second fault in the same cluster maps only what is missing.
   const auto late = shadow->stats();
+  const uint32_t pte33 = pt->pte(0x20000000 + 33 * kPageSize);
+  pt->set_pte(0x20000000 + 33 * kPageSize, 0);
   shadow->invlpg(0x20000000 + 33 * kPageSize);
+  pt->set_pte(0x20000000 + 33 * kPageSize, pte33);
   ASSERT_EQ(shadow->handle_host_fault(Window::kUser, 0x20000000 + 33 * kPageSize, Access::kRead).kind,
             Kind::kHidden);
   EXPECT_EQ(shadow->stats().map_calls - late.map_calls, 1u);
@@ -297,18 +300,26 @@ TEST_F(ShadowMmuTest, Cr3LoadKeepsGlobalPagesAndRevalidatesTheRest) {
   EXPECT_EQ(shadow->handle_host_fault(Window::kKernel, 0xc0100000, Access::kRead).kind, Kind::kGuestFault);
 }
 
+// INVLPG drops a page whose entry changed, in both windows; a page whose
+// entry is unchanged may stay (a refill would recreate it).
 TEST_F(ShadowMmuTest, InvlpgDropsThePageInBothWindows) {
   pt->map(0x08001000, 0x100000, kUserRw | pte::D);
   pt->map(0x08002000, 0x101000, kUserRw | pte::D);
   for (Window w : {Window::kUser, Window::kKernel})
     ASSERT_EQ(shadow->handle_host_fault(w, 0x08001000, Access::kRead).kind, Kind::kHidden);
   ASSERT_TRUE(readable(user(0x08002000)));  // prefaulted neighbour
+  const auto kept = shadow->stats().pages_kept;
+  shadow->invlpg(0x08001abc);  // entry unchanged: kept
+  EXPECT_TRUE(readable(user(0x08001000)));
+  EXPECT_TRUE(readable(kernel(0x08001000)));
+  EXPECT_EQ(shadow->stats().pages_kept - kept, 2u);
+  pt->set_pte(0x08001000, 0);  // not present
   shadow->invlpg(0x08001abc);
   EXPECT_FALSE(readable(user(0x08001000)));
   EXPECT_FALSE(readable(kernel(0x08001000)));
   EXPECT_TRUE(readable(user(0x08002000)));
   EXPECT_TRUE(readable(kernel(0x08002000)));
-  EXPECT_EQ(shadow->stats().invlpgs, 1u);
+  EXPECT_EQ(shadow->stats().invlpgs, 2u);
   // The guest remaps the page and flushes: the new page shows.
   pt->set_pte(0x08001000, 0x105000 | kUserRw | pte::D);
   fill(0x105000, 0x15);
