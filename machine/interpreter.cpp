@@ -15,7 +15,7 @@
 #include <mutex>
 #include <set>
 
-#include "base/log.h"
+#include "machine/cpu_log.h"
 #include "machine/cpu_model.h"
 #include "machine/descriptors.h"
 
@@ -28,11 +28,6 @@ namespace fl = runtime::flags;
 
 namespace {
 
-spdlog::logger& logger() {
-  static std::shared_ptr<spdlog::logger> instance = bt86::log::get("cpu");
-  return *instance;
-}
-
 std::atomic<uint64_t> g_unimplemented{0};
 
 void note_unimplemented(ZydisMnemonic mnemonic, uint32_t eip) {
@@ -41,7 +36,7 @@ void note_unimplemented(ZydisMnemonic mnemonic, uint32_t eip) {
   static std::set<int> logged;
   std::lock_guard lock(mutex);
   if (logged.insert(int(mnemonic)).second) {
-    logger().warn("interpreter: {} at {:#x} is not implemented; raising the fallback fault (#UD unless the "
+    cpu_logger().warn("interpreter: {} at {:#x} is not implemented; raising the fallback fault (#UD unless the "
                   "caller gave one). Further ones are only counted",
                   ZydisMnemonicGetString(mnemonic), eip);
   }
@@ -95,6 +90,14 @@ class Interpreter {
   Fault io_permitted(uint16_t port, unsigned size);
   Fault do_in_out(bool in);
   Fault do_string_io(bool in, unsigned size);
+  // MOV to or from a control/debug register: the direction, the special
+  // register's number and the general register.
+  struct SpecialMove {
+    bool to_special;
+    int id;
+    ZydisRegister gp;
+  };
+  SpecialMove special_move(ZydisRegisterClass special_class) const;
   Fault do_mov_cr();
   Fault do_mov_dr();
   Fault write_cr0(uint32_t value);
@@ -357,12 +360,15 @@ Fault Interpreter::write_cr0(uint32_t value) {
   return std::nullopt;
 }
 
+Interpreter::SpecialMove Interpreter::special_move(ZydisRegisterClass special_class) const {
+  const bool to_special = ZydisRegisterGetClass(m_ops[0].reg.value) == special_class;
+  const ZydisRegister special = to_special ? m_ops[0].reg.value : m_ops[1].reg.value;
+  return {to_special, ZydisRegisterGetId(special), to_special ? m_ops[1].reg.value : m_ops[0].reg.value};
+}
+
 Fault Interpreter::do_mov_cr() {
   if (!privileged()) return gp0();
-  const bool to_cr = ZydisRegisterGetClass(m_ops[0].reg.value) == ZYDIS_REGCLASS_CONTROL;
-  const ZydisRegister cr_reg = to_cr ? m_ops[0].reg.value : m_ops[1].reg.value;
-  const ZydisRegister gp_reg = to_cr ? m_ops[1].reg.value : m_ops[0].reg.value;
-  const int cr = ZydisRegisterGetId(cr_reg);
+  const auto [to_cr, cr, gp_reg] = special_move(ZYDIS_REGCLASS_CONTROL);
   if (cr != 0 && cr != 2 && cr != 3 && cr != 4) return ud();
   if (!to_cr) {
     const uint32_t v = cr == 0 ? m_s.sys.cr0 : cr == 2 ? m_s.sys.cr2 : cr == 3 ? m_s.sys.cr3 : m_s.sys.cr4;
@@ -393,10 +399,8 @@ Fault Interpreter::do_mov_cr() {
 
 Fault Interpreter::do_mov_dr() {
   if (!privileged()) return gp0();
-  const bool to_dr = ZydisRegisterGetClass(m_ops[0].reg.value) == ZYDIS_REGCLASS_DEBUG;
-  const ZydisRegister dr_reg = to_dr ? m_ops[0].reg.value : m_ops[1].reg.value;
-  const ZydisRegister gp_reg = to_dr ? m_ops[1].reg.value : m_ops[0].reg.value;
-  int dr = ZydisRegisterGetId(dr_reg);
+  const auto [to_dr, dr_id, gp_reg] = special_move(ZYDIS_REGCLASS_DEBUG);
+  int dr = dr_id;
   if (dr > 7) return ud();
   if (dr == 4 || dr == 5) dr += 2;  // CR4.DE is never set on this CPU: DR4/DR5 alias DR6/DR7
   if (!to_dr) {
@@ -453,7 +457,7 @@ Fault Interpreter::far_transfer(uint16_t sel, uint32_t offset, bool call) {
     case desc_type::kCallGate16:
     case desc_type::kCallGate32:
       // Known gap: call gates are refused (Linux i386 does not use them).
-      logger().warn("far {} through call gate {:#x}: call gates are not supported, raising #GP",
+      cpu_logger().warn("far {} through call gate {:#x}: call gates are not supported, raising #GP",
                     call ? "call" : "jmp", sel);
       return selector_fault(vec::GP, sel, false);
     default:

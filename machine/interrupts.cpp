@@ -9,7 +9,7 @@
 #include <array>
 #include <vector>
 
-#include "base/log.h"
+#include "machine/cpu_log.h"
 
 namespace bt86::machine {
 
@@ -18,11 +18,6 @@ using runtime::SegmentCache;
 namespace fl = runtime::flags;
 
 namespace {
-
-spdlog::logger& logger() {
-  static std::shared_ptr<spdlog::logger> instance = bt86::log::get("cpu");
-  return *instance;
-}
 
 bool is_null(uint16_t selector) { return (selector & 0xfffc) == 0; }
 
@@ -264,7 +259,7 @@ Fault task_switch(VcpuState& s, LinearMemory& mem, CpuHooks& hooks, uint16_t sel
                   TaskSwitchReason reason, bool ext, uint32_t return_eip) {
   const Descriptor& d = tss.desc;
   if (!(d.type() & 8)) {
-    logger().warn("task switch to a 16-bit TSS ({:#x}): not supported, raising #TS", selector);
+    cpu_logger().warn("task switch to a 16-bit TSS ({:#x}): not supported, raising #TS", selector);
     return selector_fault(vec::TS, selector, ext);
   }
   if (d.limit() < 0x67) return selector_fault(vec::TS, selector, ext);
@@ -278,7 +273,7 @@ Fault task_switch(VcpuState& s, LinearMemory& mem, CpuHooks& hooks, uint16_t sel
   auto field = [&](uint32_t off, unsigned size) { return load_le(std::span(image).subspan(off, size)); };
   uint32_t new_eflags = field(0x24, 4);
   if (new_eflags & fl::VM) {
-    logger().warn("task switch to a virtual-8086 task ({:#x}): not supported, raising #TS", selector);
+    cpu_logger().warn("task switch to a virtual-8086 task ({:#x}): not supported, raising #TS", selector);
     return selector_fault(vec::TS, selector, ext);
   }
 
@@ -374,7 +369,7 @@ Fault iret(VcpuState& s, LinearMemory& mem, CpuHooks& hooks, unsigned operand_si
     return std::nullopt;
   }
   if (s.regs.eflags & fl::VM) {
-    logger().warn("iret in virtual-8086 mode: not supported, raising #GP(0)");
+    cpu_logger().warn("iret in virtual-8086 mode: not supported, raising #GP(0)");
     return make_fault(vec::GP, 0);
   }
   if (s.regs.eflags & fl::NT) {
@@ -399,7 +394,7 @@ Fault iret(VcpuState& s, LinearMemory& mem, CpuHooks& hooks, unsigned operand_si
   const uint16_t cs_sel = uint16_t(v[1]);
   const uint32_t popped_eflags = w == 2 ? v[2] & 0xffff : v[2];
   if (w == 4 && (popped_eflags & fl::VM) && s.cpl == 0) {
-    logger().warn("iret to virtual-8086 mode: not supported, raising #GP(0)");
+    cpu_logger().warn("iret to virtual-8086 mode: not supported, raising #GP(0)");
     return make_fault(vec::GP, 0);
   }
   if (is_null(cs_sel)) return make_fault(vec::GP, 0);

@@ -1,38 +1,11 @@
-// nanobench guest: Multiboot entry, the trap handlers the benchmarks hit,
-// and the timed loops. Handlers are a few instructions each, so a
+// nanobench guest: the trap handlers the benchmarks hit and the timed
+// loops (the Multiboot entry and the stubs for every other vector are
+// guestlib's entry.S). Handlers are a few instructions each, so a
 // measurement is the cost of the event itself (the CPU's, or the VMM's),
 // not of guest kernel C code.
 
-#define MB_MAGIC 0x1BADB002
-#define MB_FLAGS 0x00000003
-
 #define PAGE_A 0x00400000       /* nanobench.c: the two pages the pgfault loop ping-pongs */
 #define PAGE_B 0x00401000
-
-        .section .multiboot, "a"
-        .align 4
-        .long MB_MAGIC, MB_FLAGS, -(MB_MAGIC + MB_FLAGS)
-
-        .text
-        .globl _start
-_start:
-        cli
-        cld
-        mov %eax, %esi
-        mov %ebx, %edx
-        mov $__bss_start, %edi  // zero the BSS (the stack is in it)
-        mov $__bss_end, %ecx
-        sub %edi, %ecx
-        xor %eax, %eax
-        rep stosb
-        mov $nb_stack_top, %esp
-        sub $8, %esp
-        push %edx
-        push %esi
-        call nb_main
-1:      cli
-        hlt
-        jmp 1b
 
 // --- handlers --------------------------------------------------------------
 
@@ -68,11 +41,8 @@ nb_pf_entry:
 2:      pop %eax
         add $4, %esp            // error code
         iret
-3:      pop %eax
-        add $4, %esp
-        push $0
-        push $14
-        jmp nb_unexpected_common
+3:      pop %eax                // not ours: guestlib's #PF stub reports it
+        jmp isr_stubs + 14 * 16
 
         // int 0x80 from ring 3: the null system call.
         .globl nb_syscall_entry
@@ -113,27 +83,6 @@ nb_run_user:
         push $0x1B              // CS: user code
         push %ecx               // EIP
         iret
-
-        // Vectors nobody should raise: report and stop.
-.macro UNEXPECTED n
-        .globl nb_unexpected_\n
-nb_unexpected_\n:
-        .if (\n == 8) || (\n >= 10 && \n <= 14) || (\n == 17) || (\n == 21) || (\n == 29) || (\n == 30)
-        .else
-        push $0
-        .endif
-        push $\n
-        jmp nb_unexpected_common
-.endm
-        .irp n, 1,2,3,4,5,6,7,8,9,10,11,12,13,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31
-        UNEXPECTED \n
-        .endr
-nb_unexpected_common:
-        mov $0x10, %eax
-        mov %eax, %ds
-        mov %eax, %es
-        push %esp               // -> vector, error, eip, cs, eflags
-        call nb_unexpected      // does not return
 
 // --- timed loops (ECX = count) ---------------------------------------------
 
@@ -209,7 +158,3 @@ nb_user_syscall:
         mov %edx, nb_user_cycles+4
         int $0x81
 
-        .bss
-        .align 16
-        .space 16384
-nb_stack_top:

@@ -18,6 +18,8 @@
 #include <stdarg.h>
 #include <stdint.h>
 
+#include "guestlib.h"
+
 #define kPageA 0x00400000u  // guest.S uses the same two pages
 #define kPageB 0x00401000u
 #define kPtemodPage 0x00402000u
@@ -35,12 +37,6 @@ void nb_loop_in(uint32_t n);
 void nb_loop_divzero(uint32_t n);
 void nb_loop_pgfault(uint32_t n);
 void nb_loop_ptemod(uint32_t n, volatile uint32_t* pte, uint32_t page);
-#define UNEXPECTED(n) void nb_unexpected_##n(void);
-UNEXPECTED(1) UNEXPECTED(2) UNEXPECTED(3) UNEXPECTED(4) UNEXPECTED(5) UNEXPECTED(6) UNEXPECTED(7) UNEXPECTED(8)
-UNEXPECTED(9) UNEXPECTED(10) UNEXPECTED(11) UNEXPECTED(12) UNEXPECTED(13) UNEXPECTED(15) UNEXPECTED(16)
-UNEXPECTED(17) UNEXPECTED(18) UNEXPECTED(19) UNEXPECTED(20) UNEXPECTED(21) UNEXPECTED(22) UNEXPECTED(23)
-UNEXPECTED(24) UNEXPECTED(25) UNEXPECTED(26) UNEXPECTED(27) UNEXPECTED(28) UNEXPECTED(29) UNEXPECTED(30)
-UNEXPECTED(31)
 
 // Shared with guest.S.
 volatile uint32_t* nb_pte_a;
@@ -49,33 +45,14 @@ uint32_t nb_saved_esp;
 volatile uint32_t nb_user_count;
 volatile uint64_t nb_user_cycles;
 
-// ---- hardware -----------------------------------------------------------------
-static inline void outb(uint16_t port, uint8_t v) { __asm__ volatile("outb %0, %1" ::"a"(v), "Nd"(port)); }
-static inline uint8_t inb(uint16_t port) {
-  uint8_t v;
-  __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port));
-  return v;
-}
-static inline uint64_t rdtsc(void) {
-  uint64_t v;
-  __asm__ volatile("rdtsc" : "=A"(v));
-  return v;
-}
-
-static void serial_putc(char c) {
-  for (int spin = 0; spin < 100000 && !(inb(0x3FD) & 0x20); ++spin) {
-  }
-  outb(0x3F8, (uint8_t)c);
-}
-
+// ---- output -------------------------------------------------------------------
 static void print(const char* fmt, ...) {
   // %s, %u (32-bit), %U (64-bit), %d.1 style is done by the caller.
   va_list ap;
   va_start(ap, fmt);
   for (; *fmt; ++fmt) {
     if (*fmt != '%') {
-      if (*fmt == '\n') serial_putc('\r');
-      serial_putc(*fmt);
+      serial_write(fmt, 1);
       continue;
     }
     ++fmt;
@@ -94,81 +71,30 @@ static void print(const char* fmt, ...) {
   va_end(ap);
 }
 
-static void debug_exit(uint8_t v) __attribute__((noreturn));
-static void debug_exit(uint8_t v) {
-  outb(0xF4, v);  // QEMU isa-debug-exit and bt86: exit status (v << 1) | 1
-  for (;;) __asm__ volatile("cli; hlt");
-}
-
-typedef struct {
-  uint32_t vector, error, eip, cs, eflags;
-} UnexpectedFrame;
-
-void nb_unexpected(const UnexpectedFrame* f) __attribute__((noreturn));
-void nb_unexpected(const UnexpectedFrame* f) {
-  uint32_t cr2;
-  __asm__ volatile("mov %%cr2, %0" : "=r"(cr2));
-  print("nanobench: FAIL: unexpected exception %u, error 0x%x, eip 0x%x, cs 0x%x, cr2 0x%x\n", f->vector, f->error,
-        f->eip, f->cs, cr2);
+// Every vector without a benchmark handler has guestlib's stub: report and stop.
+struct regs* isr_dispatch(struct regs* f) {
+  print("nanobench: FAIL: unexpected exception %u, error 0x%x, eip 0x%x, cs 0x%x, cr2 0x%x\n", f->vector, f->err,
+        f->eip, f->cs, read_cr2());
   debug_exit(0x7f);
 }
 
 // ---- descriptors, paging -----------------------------------------------------
-typedef struct __attribute__((packed)) {
-  uint16_t limit;
-  uint32_t base;
-} TableRegister;
-
-typedef struct __attribute__((packed)) {
-  uint16_t offset_low, selector;
-  uint8_t zero, type_attr;
-  uint16_t offset_high;
-} IdtGate;
-
 static uint64_t g_gdt[6] __attribute__((aligned(8)));
-static uint32_t g_tss[26] __attribute__((aligned(16)));  // 104-byte 32-bit TSS (SDM vol. 3, 7.2.1)
-static IdtGate g_idt[256] __attribute__((aligned(8)));
+static struct tss g_tss __attribute__((aligned(16)));
+static uint64_t g_idt[256] __attribute__((aligned(8)));
 static uint32_t g_pd[1024] __attribute__((aligned(4096)));
 static uint32_t g_pt[2][1024] __attribute__((aligned(4096)));
 static uint8_t g_trap_stack[4096] __attribute__((aligned(16)));
 static uint8_t g_user_stack[4096] __attribute__((aligned(16)));
 
-static void set_gate(unsigned v, void (*handler)(void), unsigned dpl) {
-  uint32_t h = (uint32_t)handler;
-  g_idt[v] = (IdtGate){(uint16_t)h, 0x08, 0, (uint8_t)(0x8E | (dpl << 5)), (uint16_t)(h >> 16)};
-}
-
 static void setup_cpu(void) {
-  g_gdt[1] = 0x00CF9A000000FFFFull;  // kernel code
-  g_gdt[2] = 0x00CF92000000FFFFull;  // kernel data
-  g_gdt[3] = 0x00CFFA000000FFFFull;  // user code (0x1B)
-  g_gdt[4] = 0x00CFF2000000FFFFull;  // user data (0x23)
-  uint32_t tss = (uint32_t)g_tss, limit = sizeof g_tss - 1;
-  g_gdt[5] = (limit & 0xFFFF) | ((uint64_t)(tss & 0xFFFFFF) << 16) | (0x89ull << 40) | ((uint64_t)(tss >> 24) << 56);
-  g_tss[1] = (uint32_t)(g_trap_stack + sizeof g_trap_stack);  // ESP0
-  g_tss[2] = 0x10;                                            // SS0
-  g_tss[25] = (uint32_t)sizeof g_tss << 16;                   // I/O map base past the limit
-  TableRegister gdtr = {sizeof g_gdt - 1, (uint32_t)g_gdt};
-  __asm__ volatile(
-      "lgdt %0\n ljmp $0x08, $1f\n 1:\n mov $0x10, %%ax\n mov %%ax, %%ds\n mov %%ax, %%es\n"
-      " mov %%ax, %%fs\n mov %%ax, %%gs\n mov %%ax, %%ss\n mov $0x28, %%ax\n ltr %%ax" ::"m"(gdtr)
-      : "eax", "memory");
-
-  void (*const unexpected[32])(void) = {
-      0,                   nb_unexpected_1,  nb_unexpected_2,  nb_unexpected_3,  nb_unexpected_4,  nb_unexpected_5,
-      nb_unexpected_6,     nb_unexpected_7,  nb_unexpected_8,  nb_unexpected_9,  nb_unexpected_10, nb_unexpected_11,
-      nb_unexpected_12,    nb_unexpected_13, 0,                nb_unexpected_15, nb_unexpected_16, nb_unexpected_17,
-      nb_unexpected_18,    nb_unexpected_19, nb_unexpected_20, nb_unexpected_21, nb_unexpected_22, nb_unexpected_23,
-      nb_unexpected_24,    nb_unexpected_25, nb_unexpected_26, nb_unexpected_27, nb_unexpected_28, nb_unexpected_29,
-      nb_unexpected_30,    nb_unexpected_31};
-  for (unsigned v = 1; v < 32; ++v)
-    if (unexpected[v]) set_gate(v, unexpected[v], 0);
-  set_gate(0, nb_de_entry, 0);
-  set_gate(14, nb_pf_entry, 0);
-  set_gate(0x80, nb_syscall_entry, 3);
-  set_gate(0x81, nb_leave_user_entry, 3);
-  TableRegister idtr = {sizeof g_idt - 1, (uint32_t)g_idt};
-  __asm__ volatile("lidt %0" ::"m"(idtr));
+  gdt_load_flat(g_gdt, 6, &g_tss, (uint32_t)(g_trap_stack + sizeof g_trap_stack));
+  for (unsigned v = 1; v < 32; ++v) g_idt[v] = make_gate(isr_stub(v), 0, 0);
+  g_idt[0] = make_gate((uint32_t)nb_de_entry, 0, 0);
+  g_idt[14] = make_gate((uint32_t)nb_pf_entry, 0, 0);
+  g_idt[0x80] = make_gate((uint32_t)nb_syscall_entry, 3, 0);
+  g_idt[0x81] = make_gate((uint32_t)nb_leave_user_entry, 3, 0);
+  idt_load(g_idt, 256);
 }
 
 // [0, 8 MiB) identity-mapped, user-accessible (the syscall loop runs in
@@ -297,18 +223,13 @@ static void run(const char* name, Loop loop, int from_user) {
         (milli_cycles_per_op + 500) / 1000, n);
 }
 
-void nb_main(uint32_t magic, const void* mbi);
-void nb_main(uint32_t magic, const void* mbi) {
+void guest_main(uint32_t magic, const void* mbi) {
   // Multiboot information: flags bit 2 says cmdline (offset 16) is valid.
   const uint32_t* info = (const uint32_t*)mbi;
-  if (magic == 0x2BADB002u && (info[0] & 4)) g_cmdline = (const char*)info[4];
-  outb(0x3F9, 0x00);  // COM1: no interrupts, 115200 8N1 (PC16550D)
-  outb(0x3FB, 0x80);
-  outb(0x3F8, 0x01);
-  outb(0x3F9, 0x00);
-  outb(0x3FB, 0x03);
+  if (magic == MULTIBOOT_BOOTLOADER_MAGIC && (info[0] & 4)) g_cmdline = (const char*)info[4];
+  serial_init();
   print("nanobench: start\n");
-  if (magic != 0x2BADB002u) {
+  if (magic != MULTIBOOT_BOOTLOADER_MAGIC) {
     print("nanobench: FAIL: not started by a Multiboot loader\n");
     debug_exit(0x7f);
   }

@@ -1,19 +1,19 @@
 // Declarations shared by the minios kernel's files. The kernel is a single
 // address space identity-mapped from 0 to kKernelMapEnd (supervisor-only),
-// runs with interrupts disabled, and is entered only through trap() (an
+// runs with interrupts disabled, and is entered only through isr_dispatch() (an
 // interrupt, exception or int 0x80), so it needs no locks.
 #pragma once
 
 #include <stdint.h>
 
 #include "abi.h"
+#include "guestlib.h"
 
-// Segment selectors (cpu.c builds the GDT in this order).
-#define kKernelCs 0x08
-#define kKernelDs 0x10
-#define kUserCs (0x18 | 3)
-#define kUserDs (0x20 | 3)
-#define kTssSel 0x28
+// Segment selectors: guestlib's gdt_load_flat() layout (selectors.h).
+#define kKernelCs KCODE
+#define kKernelDs KDATA
+#define kUserCs UCODE
+#define kUserDs UDATA
 
 // Interrupt vectors: the 8259A pair is remapped above the exceptions.
 #define kIrqBase 0x20
@@ -27,25 +27,16 @@
 #define kTimerHz 1000u
 #define kQuantumTicks 3u
 
-// What the entry stubs in boot.S push, lowest address first (SDM vol. 3,
-// 6.12.1: the CPU pushes SS:ESP only when the privilege level changes).
-typedef struct TrapFrame {
-  uint32_t gs, fs, es, ds;
-  uint32_t edi, esi, ebp, esp_pusha, ebx, edx, ecx, eax;
-  uint32_t vector, error;
-  uint32_t eip, cs, eflags;
-  uint32_t user_esp, user_ss;  // present only when cs is a ring 3 selector
-} TrapFrame;
+// What guestlib's entry stubs push (struct regs in guestlib.h; user_esp
+// and user_ss are present only when cs is a ring 3 selector).
+typedef struct regs TrapFrame;
 
 static inline int from_user(const TrapFrame* f) { return (f->cs & 3) == 3; }
 
 // console.c
-void console_init(void);
-void console_write(const char* s, uint32_t n);
 void kprintf(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 int ksnprintf(char* buf, int size, const char* fmt, ...) __attribute__((format(printf, 3, 4)));
 void panic(const char* fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
-void debug_exit(uint8_t value) __attribute__((noreturn));
 
 // cpu.c
 void cpu_init(void);
@@ -79,9 +70,4 @@ const UserHeader* mm_user_header(void);
 // proc.c
 void proc_init(void);
 void proc_start(void) __attribute__((noreturn));
-TrapFrame* trap(TrapFrame* f);
-
-// boot.S
-extern const uint32_t trap_stubs[48];
-void stub_128(void);
-void trap_resume(TrapFrame* f) __attribute__((noreturn));
+// isr_dispatch(), guestlib's trap entry, is defined here.

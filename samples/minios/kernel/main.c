@@ -1,4 +1,4 @@
-// minios: kmain brings the machine up in dependency order and starts the
+// minios: guest_main (called by guestlib's _start) brings the machine up in dependency order and starts the
 // first process. See samples/minios/README.md for the tour.
 #include "kernel.h"
 
@@ -9,13 +9,11 @@ typedef struct {
   uint32_t mem_lower, mem_upper;  // KiB below 1 MiB / above 1 MiB (flags bit 0)
 } MultibootInfo;
 
-#define kMultibootBootloaderMagic 0x2BADB002u
-
-void kmain(uint32_t magic, const MultibootInfo* mbi);
-void kmain(uint32_t magic, const MultibootInfo* mbi) {
-  console_init();
+void guest_main(uint32_t magic, const void* info) {
+  const MultibootInfo* mbi = (const MultibootInfo*)info;
+  serial_init();
   kprintf("minios: booting\n");
-  if (magic != kMultibootBootloaderMagic) panic("not started by a Multiboot loader (eax 0x%08x)", magic);
+  if (magic != MULTIBOOT_BOOTLOADER_MAGIC) panic("not started by a Multiboot loader (eax 0x%08x)", magic);
   if (!(mbi->flags & 1)) panic("the loader gave no memory size");
   uint32_t mem_upper = mbi->mem_upper;  // read before paging hides low memory
 

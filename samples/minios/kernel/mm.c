@@ -8,7 +8,6 @@
 // which fills a fresh frame from the user image (text/data) or with zeros
 // (bss, stack) and maps it, read-only for text and rodata.
 #include "kernel.h"
-#include "x86.h"
 
 #define PTE_P 0x001u
 #define PTE_W 0x002u

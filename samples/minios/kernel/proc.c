@@ -1,17 +1,16 @@
 // Processes, the round-robin scheduler, system calls and trap dispatch.
 //
-// Every entry into the kernel goes through trap() with a TrapFrame on the
+// Every entry into the kernel goes through isr_dispatch() with a TrapFrame on the
 // current kernel stack. A frame from ring 3 always sits at the top of the
 // running process's own kernel stack (TSS.ESP0), so a process is suspended
-// simply by remembering that frame; trap() returns the frame to resume
-// (another process's, or the idle loop's), and boot.S pops it and irets.
+// simply by remembering that frame; isr_dispatch() returns the frame to resume
+// (another process's, or the idle loop's), and guestlib's entry.S pops it and irets.
 // The kernel itself never blocks and runs with IF = 0, so a nested trap
 // (a #PF while write() reads a not-yet-present user page) never switches.
 #include <stdarg.h>
 
 #include "fmt.h"
 #include "kernel.h"
-#include "x86.h"
 
 typedef enum { kUnused, kReady, kRunning, kSleeping, kDone } ProcState;
 
@@ -192,11 +191,11 @@ static TrapFrame* on_syscall(TrapFrame* f) {
       return proc_exit(p, (int32_t)f->ebx);
     case kSysWrite:
       // The buffer must lie in one user region; pages not touched yet are
-      // brought in by the nested #PF while console_write() reads them.
+      // brought in by the nested #PF while serial_write() reads them.
       if (f->ecx > 4096 || !mm_user_range_ok(f->ebx, f->ecx)) {
         f->eax = (uint32_t)-kEFault;
       } else {
-        console_write((const char*)f->ebx, f->ecx);
+        serial_write((const char*)f->ebx, f->ecx);
         f->eax = f->ecx;
       }
       return f;
@@ -223,12 +222,12 @@ static TrapFrame* on_page_fault(TrapFrame* f) {
   Proc* p = g_current;
   if (p && (from_user(f) || addr >= kUserBase)) {
     ++p->faults;
-    const char* why = mm_demand_fault(&p->as, addr, f->error);
+    const char* why = mm_demand_fault(&p->as, addr, f->err);
     if (!why) return f;
     if (from_user(f))
-      return kill(p, "#PF", "page fault on %s 0x%08x: %s", (f->error & 2) ? "write to" : "read of", addr, why);
+      return kill(p, "#PF", "page fault on %s 0x%08x: %s", (f->err & 2) ? "write to" : "read of", addr, why);
   }
-  panic("page fault in the kernel at 0x%08x, eip 0x%08x, error 0x%x", addr, f->eip, f->error);
+  panic("page fault in the kernel at 0x%08x, eip 0x%08x, error 0x%x", addr, f->eip, f->err);
 }
 
 // SDM vol. 3, table 6-1.
@@ -248,7 +247,7 @@ static const char* const kExceptionTags[32] = {
     "#DE", "#DB", "NMI", "#BP", "#OF", "#BR", "#UD", "#NM", "#DF", "#9",  "#TS", "#NP", "#SS", "#GP", "#PF", "#15",
     "#MF", "#AC", "#MC", "#XM", "#VE", "#CP", "#22", "#23", "#24", "#25", "#26", "#27", "#28", "#29", "#30", "#31"};
 
-TrapFrame* trap(TrapFrame* f) {
+TrapFrame* isr_dispatch(TrapFrame* f) {
   if (from_user(f))
     g_current->frame = f;
   else if (!g_current)
@@ -266,8 +265,8 @@ TrapFrame* trap(TrapFrame* f) {
     return f;
   }
   if (v == 14) return on_page_fault(f);
-  if (v < 32 && from_user(f)) return kill(g_current, kExceptionTags[v], "%s, error code 0x%x", kExceptionNames[v], f->error);
-  panic("%s in the kernel, eip 0x%08x, error 0x%x", v < 32 ? kExceptionNames[v] : "unknown vector", f->eip, f->error);
+  if (v < 32 && from_user(f)) return kill(g_current, kExceptionTags[v], "%s, error code 0x%x", kExceptionNames[v], f->err);
+  panic("%s in the kernel, eip 0x%08x, error 0x%x", v < 32 ? kExceptionNames[v] : "unknown vector", f->eip, f->err);
 }
 
-void proc_start(void) { trap_resume(schedule()); }
+void proc_start(void) { isr_resume(schedule()); }

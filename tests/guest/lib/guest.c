@@ -4,9 +4,6 @@
    are programmed as in the 8259A (231468) and 8254 (231164) datasheets. */
 #include "guest.h"
 
-#define COM1 0x3f8
-#define DEBUG_EXIT 0xf4
-
 /* ---- strings ---- */
 void *memset(void *d, int c, size_t n) { uint8_t *p = d; while (n--) *p++ = (uint8_t)c; return d; }
 void *memcpy(void *d, const void *s, size_t n) { uint8_t *p = d; const uint8_t *q = s; while (n--) *p++ = *q++; return d; }
@@ -26,31 +23,18 @@ const char *strstr(const char *h, const char *n) {
   return len ? 0 : h;
 }
 
-/* ---- serial ---- */
-static void serial_init(void) {
-  outb(COM1 + 1, 0x00);  /* IER: no interrupts */
-  outb(COM1 + 3, 0x80);  /* LCR: DLAB */
-  outb(COM1 + 0, 0x01);  /* 115200 baud */
-  outb(COM1 + 1, 0x00);
-  outb(COM1 + 3, 0x03);  /* 8N1 */
-  outb(COM1 + 2, 0xc7);  /* FIFOs on, cleared */
-  outb(COM1 + 4, 0x03);  /* DTR RTS */
-}
-void putc_serial(char c) {
-  for (int i = 0; i < 100000 && !(inb(COM1 + 5) & 0x20); ++i) {}
-  outb(COM1, (uint8_t)c);
-}
+/* ---- output (COM1 through guestlib) ---- */
 static void put_num(uint32_t v, unsigned base, int width, char pad, int neg) {
   char buf[16];
   int n = 0;
   do { buf[n++] = "0123456789abcdef"[v % base]; v /= base; } while (v);
   if (neg) buf[n++] = '-';
-  while (n < width) { putc_serial(pad); --width; }
-  while (n) putc_serial(buf[--n]);
+  while (n < width) { serial_putc(pad); --width; }
+  while (n) serial_putc(buf[--n]);
 }
 void vprint(const char *fmt, va_list ap) {
   for (; *fmt; ++fmt) {
-    if (*fmt != '%') { if (*fmt == '\n') putc_serial('\r'); putc_serial(*fmt); continue; }
+    if (*fmt != '%') { serial_write(fmt, 1); continue; }
     char pad = ' ';
     int width = 0;
     if (*++fmt == '0') { pad = '0'; ++fmt; }
@@ -59,21 +43,19 @@ void vprint(const char *fmt, va_list ap) {
       case 'x': case 'p': put_num(va_arg(ap, uint32_t), 16, width, pad, 0); break;
       case 'u': put_num(va_arg(ap, uint32_t), 10, width, pad, 0); break;
       case 'd': { int v = va_arg(ap, int); put_num(v < 0 ? -(uint32_t)v : (uint32_t)v, 10, width, pad, v < 0); break; }
-      case 'c': putc_serial((char)va_arg(ap, int)); break;
-      case 's': { const char *s = va_arg(ap, const char *); while (*s) putc_serial(*s++); break; }
-      case '%': putc_serial('%'); break;
-      default: putc_serial('?'); break;
+      case 'c': serial_putc((char)va_arg(ap, int)); break;
+      case 's': { const char *s = va_arg(ap, const char *); while (*s) serial_putc(*s++); break; }
+      case '%': serial_putc('%'); break;
+      default: serial_putc('?'); break;
     }
   }
 }
 void print(const char *fmt, ...) { va_list ap; va_start(ap, fmt); vprint(fmt, ap); va_end(ap); }
 
 /* ---- verdict: debug-exit port, status (v << 1) | 1 ---- */
-static __attribute__((noreturn)) void halt_forever(void) { for (;;) __asm__ volatile("cli; hlt"); }
 void pass(void) {
   print("PASS: %s\n", test_name);
-  outb(DEBUG_EXIT, 0);
-  halt_forever();
+  debug_exit(0);
 }
 void fail(const char *fmt, ...) {
   cli();
@@ -83,8 +65,7 @@ void fail(const char *fmt, ...) {
   vprint(fmt, ap);
   va_end(ap);
   print("\n");
-  outb(DEBUG_EXIT, 1);
-  halt_forever();
+  debug_exit(1);
 }
 
 /* ---- descriptors ---- */
@@ -92,51 +73,22 @@ uint64_t gdt[16] __attribute__((aligned(8)));
 uint64_t idt[256] __attribute__((aligned(8)));
 struct tss tss __attribute__((aligned(128)));
 uint8_t kernel_int_stack[KERNEL_INT_STACK_SIZE] __attribute__((aligned(16)));
-extern uint8_t isr_stubs[];
-
-uint64_t make_desc(uint32_t base, uint32_t limit, uint8_t access, uint8_t flags) {
-  return (uint64_t)(limit & 0xffff) | (uint64_t)(base & 0xffffff) << 16 | (uint64_t)access << 40 |
-         (uint64_t)((limit >> 16) & 0xf) << 48 | (uint64_t)(flags & 0xf) << 52 | (uint64_t)(base >> 24) << 56;
-}
 void set_desc(int index, uint64_t d) { gdt[index] = d; }
 
-void set_gate(int v, int dpl, int trap) {
-  uint32_t off = (uint32_t)(isr_stubs + 16 * v);
-  idt[v] = (uint64_t)(off & 0xffff) | (uint64_t)KCODE << 16 |
-           (uint64_t)(0x80 | dpl << 5 | (trap ? 0xf : 0xe)) << 40 | (uint64_t)(off >> 16) << 48;
-}
+void set_gate(int v, int dpl, int trap) { idt[v] = make_gate(isr_stub((unsigned)v), (unsigned)dpl, trap); }
 void set_gate_present(int v, int present) {
   if (present) idt[v] |= 1ull << 47; else idt[v] &= ~(1ull << 47);
 }
 uint16_t read_ss(void) { uint16_t s; __asm__ volatile("mov %%ss, %0" : "=r"(s)); return s; }
 
 void setup_cpu(void) {
-  gdt[0] = 0;
-  gdt[1] = make_desc(0, 0xfffff, 0x9a, 0xc);
-  gdt[2] = make_desc(0, 0xfffff, 0x92, 0xc);
-  gdt[3] = make_desc(0, 0xfffff, 0xfa, 0xc);
-  gdt[4] = make_desc(0, 0xfffff, 0xf2, 0xc);
   memset(&tss, 0, sizeof tss);
-  tss.ss0 = KDATA;
-  tss.esp0 = (uint32_t)(kernel_int_stack + KERNEL_INT_STACK_SIZE);
-  /* Offset 102: I/O map base past the limit, so there is no I/O bitmap and
-     CPL 3 I/O depends on IOPL only (SDM vol. 1, 19.5.2). */
-  tss.iomap = (uint32_t)sizeof tss << 16;
-  gdt[5] = make_desc((uint32_t)&tss, sizeof tss - 1, 0x89, 0x0);
-  struct { uint16_t limit; uint32_t base; } __attribute__((packed)) gdtr = {sizeof gdt - 1, (uint32_t)gdt},
-      idtr = {sizeof idt - 1, (uint32_t)idt};
-  __asm__ volatile("lgdt %0\n\t"
-                   "ljmp %1, $1f\n"
-                   "1: mov %2, %%ax\n\t"
-                   "mov %%ax, %%ds\n\tmov %%ax, %%es\n\tmov %%ax, %%fs\n\tmov %%ax, %%gs\n\tmov %%ax, %%ss\n\t"
-                   "mov %3, %%ax\n\tltr %%ax\n\t"
-                   "xor %%eax, %%eax\n\tlldt %%ax"  /* no LDT: LDT selectors fault */
-                   :: "m"(gdtr), "i"(KCODE), "i"(KDATA), "i"(TSS_SEL) : "eax", "memory");
+  gdt_load_flat(gdt, 16, &tss, (uint32_t)(kernel_int_stack + KERNEL_INT_STACK_SIZE));
   for (int v = 0; v < 256; ++v) set_gate(v, 0, 0);
   set_gate(3, 3, 0);     /* int3 and into are allowed from user mode */
   set_gate(4, 3, 0);
   set_gate(0x80, 3, 0);  /* system calls */
-  __asm__ volatile("lidt %0" :: "m"(idtr) : "memory");
+  idt_load(idt, 256);
 }
 
 /* ---- exceptions ---- */
@@ -170,17 +122,17 @@ void check_fault(const char *file, int line, uint32_t vector, uint32_t err) {
          fault_expected_eip);
 }
 
-void isr_dispatch(struct regs *r) {
+struct regs *isr_dispatch(struct regs *r) {
   const uint32_t v = r->vector;
   if (v == 0x80 && !handlers[v]) {
     last_syscall_esp = (uint32_t)r;
     switch (r->eax) {
       case 0: user_exit_value = r->ebx; ctx_restore(&user_ctx, 1);
-      case 1: putc_serial((char)r->ebx); r->eax = 0; return;
-      default: r->eax = syscall_hook ? syscall_hook(r) : (uint32_t)-1; return;
+      case 1: serial_putc((char)r->ebx); r->eax = 0; return r;
+      default: r->eax = syscall_hook ? syscall_hook(r) : (uint32_t)-1; return r;
     }
   }
-  if (handlers[v]) { handlers[v](r); return; }
+  if (handlers[v]) { handlers[v](r); return r; }
   if (v < 32) {
     last_fault.vector = v;
     last_fault.err = r->err;
@@ -258,12 +210,13 @@ uint16_t pit_read_counter0(void) {
   return (uint16_t)(lo | inb(0x40) << 8);
 }
 
-/* ---- entry from boot.S ---- */
+/* ---- entry from guestlib's _start ---- */
 const char *boot_loader = "";
 int on_qemu(void) { return strncmp(boot_loader, "qemu", 4) == 0; }
 const char *boot_loader_name(void) { return boot_loader; }
 
-void lib_main(uint32_t magic, const struct multiboot_info *mbi) {
+void guest_main(uint32_t magic, const void *info) {
+  const struct multiboot_info *mbi = info;
   serial_init();
   if (magic == 0x2badb002 && (mbi->flags & (1u << 9))) boot_loader = (const char *)mbi->boot_loader_name;
   print("START: %s (boot loader \"%s\")\n", test_name, boot_loader);

@@ -6,12 +6,14 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "guest_asm.h"
+#include "guestlib.h" /* samples/guestlib: x86 helpers, descriptors, COM1 */
 
 /* ---- each kernel provides ---- */
 extern const char test_name[];
 struct multiboot_info;
 void test_main(uint32_t magic, const struct multiboot_info *mbi);
+/* guestlib's struct regs is the interrupt frame, make_desc() builds
+   descriptors, struct tss is the TSS. */
 
 /* ---- Multiboot information (spec 3.3) ---- */
 struct multiboot_info {
@@ -22,35 +24,7 @@ struct multiboot_info {
 struct multiboot_mod { uint32_t mod_start, mod_end, string, reserved; };
 struct multiboot_mmap { uint32_t size; uint64_t base, len; uint32_t type; } __attribute__((packed));
 
-/* ---- port I/O and control registers ---- */
-static inline void outb(uint16_t p, uint8_t v) { __asm__ volatile("outb %0, %1" ::"a"(v), "Nd"(p)); }
-static inline uint8_t inb(uint16_t p) { uint8_t v; __asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(p)); return v; }
-#define RDCR(n) static inline uint32_t read_cr##n(void) { uint32_t v; __asm__ volatile("mov %%cr" #n ", %0" : "=r"(v)); return v; } \
-  static inline void write_cr##n(uint32_t v) { __asm__ volatile("mov %0, %%cr" #n ::"r"(v) : "memory"); }
-RDCR(0) RDCR(2) RDCR(3) RDCR(4)
-static inline uint32_t read_eflags(void) { uint32_t v; __asm__ volatile("pushf; pop %0" : "=r"(v)); return v; }
-static inline void invlpg(uint32_t va) { __asm__ volatile("invlpg (%0)" ::"r"(va) : "memory"); }
-static inline void cli(void) { __asm__ volatile("cli" ::: "memory"); }
-static inline void sti(void) { __asm__ volatile("sti" ::: "memory"); }
-#define CR0_PE 1u
-#define CR0_MP (1u << 1)
-#define CR0_EM (1u << 2)
-#define CR0_TS (1u << 3)
-#define CR0_NE (1u << 5)
-#define CR0_WP (1u << 16)
-#define CR0_AM (1u << 18)
-#define CR0_PG (1u << 31)
-#define CR4_PSE (1u << 4)
-#define CR4_PGE (1u << 7)
-#define CR4_OSFXSR (1u << 9)
-#define CR4_OSXMMEXCPT (1u << 10)
-#define EFL_TF (1u << 8)
-#define EFL_IF (1u << 9)
-#define EFL_AC (1u << 18)
-#define EFL_IOPL3 (3u << 12)
-
 /* ---- output and verdict ---- */
-void putc_serial(char c);
 void print(const char *fmt, ...);  /* %x %08x %d %u %s %c */
 void vprint(const char *fmt, va_list ap);
 __attribute__((noreturn)) void pass(void);
@@ -62,21 +36,9 @@ __attribute__((noreturn, format(printf, 1, 2))) void fail(const char *fmt, ...);
 #define STEP(s) print("  %s: %s\n", test_name, s)
 
 /* ---- descriptors ---- */
-struct regs {
-  uint32_t gs, fs, es, ds;
-  uint32_t edi, esi, ebp, esp_at_pusha, ebx, edx, ecx, eax;
-  uint32_t vector, err, eip, cs, eflags, user_esp, user_ss;  /* user_* only from CPL 3 */
-};
-struct tss {
-  uint32_t link, esp0, ss0, esp1, ss1, esp2, ss2, cr3, eip, eflags;
-  uint32_t eax, ecx, edx, ebx, esp, ebp, esi, edi, es, cs, ss, ds, fs, gs, ldt;
-  uint32_t iomap;  /* bit 0: T (debug trap); bits 16-31: I/O map base */
-};
 extern struct tss tss;
 extern uint64_t gdt[16];        /* 0 null, 1 KCODE, 2 KDATA, 3 UCODE, 4 UDATA, 5 TSS, 6-15 free */
 extern uint64_t idt[256];
-/* access: P DPL S type byte (e.g. 0x92 data rw); flags: G D/B nibble (0xC = 4 KiB, 32-bit). */
-uint64_t make_desc(uint32_t base, uint32_t limit, uint8_t access, uint8_t flags);
 void set_desc(int index, uint64_t d);
 /* Interrupt (type 0xE) or trap (0xF) gate to the library stub for vector v. */
 void set_gate(int v, int dpl, int trap);
