@@ -103,6 +103,11 @@ class Interpreter {
   Fault write_cr0(uint32_t value);
   Fault do_far_jmp_call(bool call);
   Fault far_transfer(uint16_t selector, uint32_t offset, bool call);
+  // The two halves far JMP/CALL and RET far share: a real-mode CS load
+  // (base = selector << 4) with the new EIP, and the protected-mode read of
+  // the target's descriptor (#GP(0) for a null selector).
+  void real_mode_far_jump(uint16_t selector, uint32_t eip);
+  Fault read_far_target(uint16_t selector, DescriptorRef& ref);
   Fault do_far_ret();
   Fault do_enter();
   Fault do_popa();
@@ -415,21 +420,30 @@ Fault Interpreter::do_mov_dr() {
   return std::nullopt;
 }
 
+void Interpreter::real_mode_far_jump(uint16_t sel, uint32_t eip) {
+  SegmentCache& cs = m_s.regs.sreg(Seg::CS);
+  cs.selector = sel;
+  cs.base = uint32_t(sel) << 4;
+  m_s.regs.eip = eip;
+  m_jumped = true;
+}
+
+Fault Interpreter::read_far_target(uint16_t sel, DescriptorRef& ref) {
+  if ((sel & 0xfffc) == 0) return gp0();
+  return read_descriptor(m_s, m_mem, sel, ref);
+}
+
 Fault Interpreter::far_transfer(uint16_t sel, uint32_t offset, bool call) {
   if (m_osize == 2) offset &= 0xffff;
   SegmentCache& cs = m_s.regs.sreg(Seg::CS);
   if (!protected_mode()) {
     if (offset > cs.limit) return gp0();
     if (call) BT86_TRY_FAULT(push({cs.selector, m_next}, m_osize));
-    cs.selector = sel;
-    cs.base = uint32_t(sel) << 4;
-    m_s.regs.eip = offset;
-    m_jumped = true;
+    real_mode_far_jump(sel, offset);
     return std::nullopt;
   }
-  if ((sel & 0xfffc) == 0) return gp0();
   DescriptorRef ref;
-  BT86_TRY_FAULT(read_descriptor(m_s, m_mem, sel, ref));
+  BT86_TRY_FAULT(read_far_target(sel, ref));
   const Descriptor& d = ref.desc;
   const uint8_t rpl = sel & 3;
   if (d.code()) {
@@ -503,17 +517,13 @@ Fault Interpreter::do_far_ret() {
   SegmentCache& cs = m_s.regs.sreg(Seg::CS);
   if (!protected_mode()) {
     if (new_eip > cs.limit) return gp0();
-    cs.selector = sel;
-    cs.base = uint32_t(sel) << 4;
-    m_s.regs.eip = new_eip;
     add_sp(2 * w + imm);
-    m_jumped = true;
+    real_mode_far_jump(sel, new_eip);
     return std::nullopt;
   }
   // SDM vol. 2, RET far (vol. 3, 5.8.6).
-  if ((sel & 0xfffc) == 0) return gp0();
   DescriptorRef ref;
-  BT86_TRY_FAULT(read_descriptor(m_s, m_mem, sel, ref));
+  BT86_TRY_FAULT(read_far_target(sel, ref));
   const Descriptor& d = ref.desc;
   const uint8_t rpl = sel & 3;
   if (!d.code() || rpl < m_s.cpl) return selector_fault(vec::GP, sel, false);
