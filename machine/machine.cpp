@@ -759,10 +759,10 @@ std::string PcMachine::stats_text() const {
   const mmu::ShadowStats& ms = m_mmu->stats();
   s += fmt::format(
       "mmu: hidden faults {}, true faults {}, dirty upgrades {}, pages mapped {} in {} mmap calls, "
-      "pages dropped {} in {} calls, CR3 loads {} ({} pages kept across them), full flushes {}, INVLPGs {}, code pages protected {}, "
+      "pages dropped {} in {} calls ({} parked, {} unparked, {} evicted), CR3 loads {} ({} pages kept across them), full flushes {}, INVLPGs {}, code pages protected {}, "
       "code write faults {} (+{} by the CPU model)\n",
       ms.hidden_faults, ms.true_faults, ms.dirty_upgrades, ms.pages_mapped, ms.map_calls, ms.pages_dropped,
-      ms.unmap_calls, ms.cr3_loads, ms.pages_kept, ms.full_flushes, ms.invlpgs, ms.code_pages_protected, ms.code_write_faults,
+      ms.unmap_calls, ms.pages_parked, ms.pages_unparked, ms.parked_evicted, ms.cr3_loads, ms.pages_kept, ms.full_flushes, ms.invlpgs, ms.code_pages_protected, ms.code_write_faults,
       ms.code_writes_by_cpu);
   s += m_translator->format_stats();
   const auto ds = m_direct->stats();

@@ -96,4 +96,15 @@ Status GuestWindow::protect(GuestVirt va, uint64_t len, Prot prot) {
   return Ok{};
 }
 
+Status GuestWindow::park(GuestVirt va, uint64_t len) {
+  if (auto s = check_range(va, len); !s) return s;
+  // PROT_NONE over the shared file mapping: inaccessible, yet the VMA and
+  // the host page-table entries stay, so protect() brings the page back
+  // without an mmap and without a first-touch host fault.
+  if (mprotect(host(va), len, PROT_NONE) != 0)
+    return make_error(std::string("shadow park (mprotect) failed: ") + strerror(errno));
+  ++m_stats.parks;
+  return Ok{};
+}
+
 }  // namespace bt86::mmu

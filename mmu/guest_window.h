@@ -19,6 +19,7 @@ struct WindowStats {
   uint64_t maps = 0;      // map() calls that succeeded
   uint64_t unmaps = 0;    // unmap() calls that succeeded
   uint64_t protects = 0;  // protect() calls that succeeded
+  uint64_t parks = 0;     // park() calls that succeeded
 };
 
 class GuestWindow final : public PageMapper {
@@ -37,6 +38,7 @@ class GuestWindow final : public PageMapper {
   Status map(GuestVirt va, GuestPhys pa, uint64_t len, Prot prot) override;
   Status unmap(GuestVirt va, uint64_t len) override;
   Status protect(GuestVirt va, uint64_t len, Prot prot) override;
+  Status park(GuestVirt va, uint64_t len) override;
 
   uintptr_t base() const { return m_base; }
   // The host address that stands for guest linear address va.

@@ -19,6 +19,13 @@ class PageMapper {
   virtual Status unmap(GuestVirt va, uint64_t len) = 0;
   // Changes the protection of an existing mapping.
   virtual Status protect(GuestVirt va, uint64_t len, Prot prot) = 0;
+  // Drops [va, va+len) as unmap() does (later accesses fault), but keeps
+  // what is mapped there inaccessible so that a later protect() of the range
+  // gives back exactly the same guest physical pages without a new mapping
+  // (GuestWindow: mprotect PROT_NONE, the host keeps its page-table entries).
+  // The caller must protect() a parked page back only when it wants the page
+  // it last mapped there, and must map() or unmap() it otherwise.
+  virtual Status park(GuestVirt va, uint64_t len) = 0;
 };
 
 }  // namespace bt86::mmu

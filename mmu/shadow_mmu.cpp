@@ -18,6 +18,9 @@ constexpr uint32_t kSlotValid = 1u << 0;
 constexpr uint32_t kSlotWritable = 1u << 1;
 constexpr uint32_t kSlotGlobal = 1u << 2;
 constexpr uint32_t kSlotLarge = 1u << 3;
+// Not valid: a dropped 4 KiB mapping whose host mapping is parked
+// (inaccessible, still of the physical page in the entry).
+constexpr uint32_t kSlotParked = 1u << 4;
 constexpr uint32_t kPagesPerRegion = 1024;
 
 // CR0/CR4 bits whose change invalidates every translation the shadow holds
@@ -73,12 +76,22 @@ std::optional<ShadowPage> ShadowMmu::lookup(Window which, uint32_t lin) const {
                     bool(e & kSlotLarge)};
 }
 
+std::optional<uint32_t> ShadowMmu::parked_phys(Window which, uint32_t lin) const {
+  const uint32_t page = lin >> 12;
+  const auto& region = m_windows[int(which)].regions[page / kPagesPerRegion];
+  if (!region) return std::nullopt;
+  const uint32_t e = region->slots[page % kPagesPerRegion].entry;
+  if (!(e & kSlotParked)) return std::nullopt;
+  return e & pte::kFrameMask;
+}
+
 void ShadowMmu::record(Window which, uint32_t page, uint32_t pfn, uint32_t flags) {
   WindowState& w = m_windows[int(which)];
   auto& region = w.regions[page / kPagesPerRegion];
   if (!region) region = std::make_unique<Region>();
   Slot& slot = region->slots[page % kPagesPerRegion];
   if (slot.entry & kSlotValid) forget(which, page);
+  else if (slot.entry & kSlotParked) unpark(which, page);
   if (!region) region = std::make_unique<Region>();  // forget() may have freed it
   Slot& s = region->slots[page % kPagesPerRegion];
 
@@ -102,7 +115,7 @@ void ShadowMmu::record(Window which, uint32_t page, uint32_t pfn, uint32_t flags
   ++w.pages;
 }
 
-void ShadowMmu::forget(Window which, uint32_t page) {
+void ShadowMmu::forget(Window which, uint32_t page, bool park) {
   WindowState& w = m_windows[int(which)];
   auto& region = w.regions[page / kPagesPerRegion];
   Slot& slot = region->slots[page % kPagesPerRegion];
@@ -114,21 +127,99 @@ void ShadowMmu::forget(Window which, uint32_t page) {
   m_rmap_nodes[slot.node].next = m_rmap_free;
   m_rmap_free = slot.node;
   if (!(slot.entry & kSlotGlobal)) --region->local;
-  slot = Slot{};
+  if (park) {
+    slot.entry = (pfn << 12) | kSlotParked;
+    slot.node = ++w.park_tick;
+    ++region->parked;
+    ++w.parked;
+    w.park_fifo.emplace_back(page, slot.node);
+  } else {
+    slot = Slot{};
+  }
   --w.pages;
-  if (--region->count == 0) region.reset();
+  if (--region->count == 0 && region->parked == 0) region.reset();
+}
+
+void ShadowMmu::unpark(Window which, uint32_t page) {
+  WindowState& w = m_windows[int(which)];
+  auto& region = w.regions[page / kPagesPerRegion];
+  region->slots[page % kPagesPerRegion] = Slot{};
+  --w.parked;
+  if (--region->parked == 0 && region->count == 0) region.reset();
+}
+
+void ShadowMmu::drop_run(Window which, uint32_t start, uint32_t len, bool park) {
+  WindowState& w = m_windows[int(which)];
+  const GuestVirt va(start << 12);
+  const uint64_t bytes = uint64_t(len) << 12;
+  Status st = Ok{};
+  if (park) {
+    st = w.mapper->park(va, bytes);
+    if (st) {
+      m_stats.pages_parked += len;
+    } else {
+      // Cannot park: unmap for real.
+      log::get("mmu")->warn("parking shadow pages failed ({}); unmapping them", st.error().message);
+      for (uint32_t p = start; p < start + len; ++p) unpark(which, p);
+      st = w.mapper->unmap(va, bytes);
+    }
+  } else {
+    st = w.mapper->unmap(va, bytes);
+  }
+  if (!st) log::get("mmu")->error("shadow drop failed: {}", st.error().message);
+  ++m_stats.unmap_calls;
+  m_stats.pages_dropped += len;
+}
+
+void ShadowMmu::evict_parked(Window which) {
+  WindowState& w = m_windows[int(which)];
+  auto parked_with = [&](uint32_t page, uint32_t tick) {
+    const auto& region = w.regions[page / kPagesPerRegion];
+    if (!region) return false;
+    const Slot& s = region->slots[page % kPagesPerRegion];
+    return (s.entry & kSlotParked) && s.node == tick;
+  };
+  std::vector<uint32_t>& victims = m_evict_scratch;
+  victims.clear();
+  while (w.parked > m_config.max_parked_pages && !w.park_fifo.empty()) {
+    const auto [page, tick] = w.park_fifo.front();
+    w.park_fifo.pop_front();
+    if (!parked_with(page, tick)) continue;  // stale
+    unpark(which, page);
+    victims.push_back(page);
+  }
+  // Stale entries pile up when pages come and go under the cap: drop them
+  // once they outnumber the live ones (each live page has exactly one
+  // entry, the one with its current tick).
+  if (w.park_fifo.size() > 2 * size_t(m_config.max_parked_pages) + 64) {
+    std::erase_if(w.park_fifo, [&](const auto& e) { return !parked_with(e.first, e.second); });
+  }
+  if (victims.empty()) return;
+  // One unmap per linear run.
+  std::sort(victims.begin(), victims.end());
+  size_t i = 0;
+  while (i < victims.size()) {
+    size_t j = i + 1;
+    while (j < victims.size() && victims[j] == victims[j - 1] + 1) ++j;
+    if (auto st = w.mapper->unmap(GuestVirt(victims[i] << 12), uint64_t(j - i) << 12); !st)
+      log::get("mmu")->error("shadow unmap of parked pages failed: {}", st.error().message);
+    ++m_stats.evict_calls;
+    m_stats.parked_evicted += j - i;
+    i = j;
+  }
 }
 
 template <typename Keep>
 void ShadowMmu::drop_where(Window which, uint32_t first_region, uint32_t end_region, bool local_only, Keep keep) {
   WindowState& w = m_windows[int(which)];
+  // 4 KiB mappings are parked; pages of a guest 4 MiB page are unmapped
+  // (1024 of them would fill the parking space at once).
+  const bool can_park = m_config.max_parked_pages != 0;
   uint32_t run_start = 0, run_len = 0;
+  bool run_park = false;
   auto flush = [&] {
     if (run_len == 0) return;
-    if (auto s = w.mapper->unmap(GuestVirt(run_start << 12), uint64_t(run_len) << 12); !s)
-      log::get("mmu")->error("shadow drop failed: {}", s.error().message);
-    ++m_stats.unmap_calls;
-    m_stats.pages_dropped += run_len;
+    drop_run(which, run_start, run_len, run_park);
     run_len = 0;
   };
   for (uint32_t r = first_region; r < end_region; ++r) {
@@ -136,13 +227,18 @@ void ShadowMmu::drop_where(Window which, uint32_t first_region, uint32_t end_reg
       Slot& slot = w.regions[r]->slots[i];
       const uint32_t page = r * kPagesPerRegion + i;
       if (!(slot.entry & kSlotValid) || keep(page, slot)) continue;
-      if (run_len != 0 && page != run_start + run_len) flush();
-      if (run_len == 0) run_start = page;
+      const bool park = can_park && !(slot.entry & kSlotLarge);
+      if (run_len != 0 && (page != run_start + run_len || park != run_park)) flush();
+      if (run_len == 0) {
+        run_start = page;
+        run_park = park;
+      }
       ++run_len;
-      forget(which, page);  // frees the region with its last page: the loop stops
+      forget(which, page, park);  // frees the region with its last page: the loop stops
     }
   }
   flush();
+  if (can_park) evict_parked(which);
 }
 
 void ShadowMmu::drop_all_where(bool keep_global) {
@@ -239,11 +335,10 @@ void ShadowMmu::invlpg(uint32_t lin) {
     } else {
       Slot& slot = m_windows[int(which)].regions[r]->slots[page % kPagesPerRegion];
       if (still_valid(which, page, slot)) continue;
-      forget(which, page);
-      if (auto st = m_windows[int(which)].mapper->unmap(GuestVirt(page << 12), kPageSize); !st)
-        log::get("mmu")->error("shadow drop failed: {}", st.error().message);
-      ++m_stats.unmap_calls;
-      ++m_stats.pages_dropped;
+      const bool park = m_config.max_parked_pages != 0;
+      forget(which, page, park);
+      drop_run(which, page, 1, park);
+      if (park) evict_parked(which);
     }
   }
 }
@@ -275,19 +370,31 @@ HostFaultOutcome ShadowMmu::install(Window which, std::vector<Candidate>& pages)
   // `pages` is sorted by linear page. One call per run that is contiguous in
   // both linear and physical space with equal protection. A run whose pages
   // are all already mapped to the same physical pages only changes
-  // protection (mprotect keeps the host's page-table entries).
-  PageMapper& mapper = *m_windows[int(which)].mapper;
+  // protection (mprotect keeps the host's page-table entries); so does a
+  // run of pages parked with the same physical pages. Runs therefore also
+  // split where that changes.
+  WindowState& w = m_windows[int(which)];
+  PageMapper& mapper = *w.mapper;
+  auto held = [&](const Candidate& c) {  // 0: remap; 1: mapped to c.pfn; 2: parked with c.pfn
+    const auto& region = w.regions[c.index / kPagesPerRegion];
+    if (!region) return 0;
+    const uint32_t e = region->slots[c.index % kPagesPerRegion].entry;
+    if ((e >> 12) != c.pfn) return 0;
+    return (e & kSlotValid) ? 1 : (e & kSlotParked) ? 2 : 0;
+  };
   size_t i = 0;
   while (i < pages.size()) {
+    const bool reuse = held(pages[i]) != 0;
+    uint64_t unparked = reuse && held(pages[i]) == 2;
     size_t j = i + 1;
     while (j < pages.size() && pages[j].index == pages[j - 1].index + 1 &&
-           pages[j].pfn == pages[j - 1].pfn + 1 && pages[j].prot == pages[i].prot)
+           pages[j].pfn == pages[j - 1].pfn + 1 && pages[j].prot == pages[i].prot) {
+      const int h = held(pages[j]);
+      if ((h != 0) != reuse) break;
+      unparked += h == 2;
       ++j;
-    bool remap = false;
-    for (size_t k = i; k < j && !remap; ++k) {
-      auto s = lookup(which, pages[k].index << 12);
-      remap = !s || s->phys != (pages[k].pfn << 12);
     }
+    const bool remap = !reuse;
     const GuestVirt va(pages[i].index << 12);
     const uint64_t len = uint64_t(j - i) << 12;
     Status st = remap ? mapper.map(va, GuestPhys(pages[i].pfn << 12), len, pages[i].prot)
@@ -300,6 +407,7 @@ HostFaultOutcome ShadowMmu::install(Window which, std::vector<Candidate>& pages)
     }
     ++(remap ? m_stats.map_calls : m_stats.protect_calls);
     m_stats.pages_mapped += j - i;
+    m_stats.pages_unparked += unparked;
     for (size_t k = i; k < j; ++k) {
       const uint32_t flags = pages[k].flags | (has(pages[k].prot, Prot::Write) ? kSlotWritable : 0);
       record(which, pages[k].index, pages[k].pfn, flags);

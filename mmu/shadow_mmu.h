@@ -24,10 +24,12 @@
 
 #include <array>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "base/result.h"
@@ -49,6 +51,12 @@ struct ShadowConfig {
   // mmap per physically contiguous run. The faulting page's own run is
   // always extended across its whole page table (that costs no extra call).
   uint32_t prefault_cluster_pages = 16;
+  // Dropped 4 KiB mappings are parked (PageMapper::park) rather than
+  // unmapped, so that re-installing the same page at the same address is a
+  // protect, not a new mapping. At most this many pages per window stay
+  // parked (each may be a host VMA; vm.max_map_count is 65530): beyond it
+  // the oldest are unmapped for real. 0 disables parking.
+  uint32_t max_parked_pages = 4096;
 };
 
 struct HostFaultOutcome {
@@ -76,7 +84,11 @@ struct ShadowStats {
   uint64_t protect_calls = 0;
   uint64_t pages_dropped = 0;
   uint64_t pages_kept = 0;  // mappings a CR3 load left in place (the new tables agreed)
-  uint64_t unmap_calls = 0;
+  uint64_t unmap_calls = 0;          // park or unmap calls for those drops
+  uint64_t pages_parked = 0;         // dropped pages parked (of pages_dropped)
+  uint64_t pages_unparked = 0;       // parked pages re-installed by a protect call
+  uint64_t parked_evicted = 0;       // parked pages unmapped for real (over the cap)
+  uint64_t evict_calls = 0;          // unmap calls for those
   uint64_t cr3_loads = 0;
   uint64_t full_flushes = 0;        // paging-mode changes (PG, WP, PSE, PGE, PAE)
   uint64_t invlpgs = 0;
@@ -146,23 +158,34 @@ class ShadowMmu final : private PhysWriteObserver {
   // Introspection (tests, --stats, debugging).
   std::optional<ShadowPage> lookup(Window which, uint32_t lin) const;
   uint64_t mapped_pages(Window which) const { return m_windows[int(which)].pages; }
+  uint64_t parked_pages(Window which) const { return m_windows[int(which)].parked; }
+  // Whether the 4 KiB page of lin is parked (dropped, its host mapping kept
+  // inaccessible), and with which physical page.
+  std::optional<uint32_t> parked_phys(Window which, uint32_t lin) const;
 
  private:
   // One shadow entry per linear page, grouped by 4 MiB region so that drops
   // only visit regions that hold something.
   struct Slot {
     uint32_t entry = 0;  // phys page | kSlot* flags
-    uint32_t node = 0;   // reverse-map node
+    uint32_t node = 0;   // reverse-map node; when parked, the park tick
   };
   struct Region {
     std::array<Slot, 1024> slots{};
     uint32_t count = 0;
     uint32_t local = 0;  // valid slots without kSlotGlobal (CR3 loads visit only regions with some)
+    uint32_t parked = 0;  // parked slots (not counted in count)
   };
   struct WindowState {
     std::unique_ptr<PageMapper> mapper;
     std::array<std::unique_ptr<Region>, 1024> regions;
     uint64_t pages = 0;
+    uint32_t parked = 0;
+    // Parked pages, oldest first, as (linear page, tick): an entry is stale
+    // once its slot is no longer parked with that tick (re-installed, or
+    // parked again later).
+    std::deque<std::pair<uint32_t, uint32_t>> park_fifo;
+    uint32_t park_tick = 0;
   };
   // Reverse map: physical page -> every (window, linear page) that maps it,
   // a doubly linked list per physical page so removal is O(1) even for a
@@ -184,7 +207,16 @@ class ShadowMmu final : private PhysWriteObserver {
   HostFaultOutcome install(Window which, std::vector<Candidate>& pages);
   bool same_mapping(Window which, const Candidate& c) const;
   void record(Window which, uint32_t page, uint32_t pfn, uint32_t flags);
-  void forget(Window which, uint32_t page);
+  // Removes the mapping of a valid slot; with park, leaves the slot parked
+  // with its physical page (the caller parks the host mapping).
+  void forget(Window which, uint32_t page, bool park = false);
+  // Clears a parked slot (re-mapped, or unmapped for real).
+  void unpark(Window which, uint32_t page);
+  // Parks (or unmaps) one run of dropped pages, whose slots forget() has
+  // already parked (or cleared).
+  void drop_run(Window which, uint32_t start, uint32_t len, bool park);
+  // Unmaps the oldest parked pages while the window holds more than the cap.
+  void evict_parked(Window which);
   // Drops every mapping of the given window's regions for which
   // keep(linear page, slot) is false; contiguous linear pages go in one
   // unmap call. local_only: skip regions without non-global mappings.
@@ -213,6 +245,7 @@ class ShadowMmu final : private PhysWriteObserver {
   PagedMemory m_linear;
   ShadowStats m_stats;
   std::vector<Candidate> m_scratch;
+  std::vector<uint32_t> m_evict_scratch;
 };
 
 }  // namespace bt86::mmu
