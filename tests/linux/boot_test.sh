@@ -14,11 +14,20 @@ if ! "$root/samples/linux/make-image.sh" "$guest" >/dev/null 2>"$guest/make.log"
 fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"; kill $pid 2>/dev/null' EXIT
+# Boots the guest with MEMORY MiB, its console reading fifo IN and writing
+# OUT; sets pid. Usage: boot MEMORY IN OUT TIMEOUT
+boot() {
+  mkfifo "$2"
+  timeout "$4" "$bt86" --memory "$1" --initrd "$guest/initrd.cpio.gz" --append "console=ttyS0 quiet" \
+    "$guest/vmlinuz" <"$2" >"$3" 2>&1 &
+  pid=$!
+}
+# Waits (up to 2 min) for the shell's banner in OUT, or for bt86 to end.
+wait_for_shell() {
+  for _ in $(seq 1 600); do grep -a -q "Enter 'help'" "$1" && break; kill -0 $pid 2>/dev/null || break; sleep 0.2; done
+}
 out=$work/out
-mkfifo "$work/in"
-timeout 900 "$bt86" --memory 256 --initrd "$guest/initrd.cpio.gz" --append "console=ttyS0 quiet" \
-  "$guest/vmlinuz" <"$work/in" >"$out" 2>&1 &
-pid=$!
+boot 256 "$work/in" "$out" 900
 exec 3>"$work/in"
 # Types one command once the previous one has finished (its end marker is
 # in the output), so nothing is typed while the guest is not reading.
@@ -33,7 +42,7 @@ run() {
   done
   return 1
 }
-for _ in $(seq 1 600); do grep -a -q "Enter 'help'" "$out" && break; kill -0 $pid 2>/dev/null || break; sleep 0.2; done
+wait_for_shell "$out"
 sleep 1
 run "ls /"
 run "cat /proc/cpuinfo | grep -m1 'model name'"
@@ -80,12 +89,9 @@ if [ "$fail" -ne 0 ]; then echo "--- guest output ---"; tail -n 60 "$out"; fi
 
 # reboot -f: the kernel resets the machine through the i8042; bt86 ends with 0.
 out2=$work/out2
-mkfifo "$work/in2"
-timeout 300 "$bt86" --memory 64 --initrd "$guest/initrd.cpio.gz" --append "console=ttyS0 quiet" \
-  "$guest/vmlinuz" <"$work/in2" >"$out2" 2>&1 &
-pid=$!
+boot 64 "$work/in2" "$out2" 300
 exec 4>"$work/in2"
-for _ in $(seq 1 600); do grep -a -q "Enter 'help'" "$out2" && break; kill -0 $pid 2>/dev/null || break; sleep 0.2; done
+wait_for_shell "$out2"
 printf 'reboot -f\n' >&4
 exec 4>&-
 wait $pid
