@@ -135,6 +135,19 @@ Status Translator::emit_stubs() {
   // With R13 = the CpuState: the guest registers, live flags and FPU state
   // go back into it, DF is cleared for the C++ ABI and the host FPU state
   // comes back (shared by the exit stub and the callout stub).
+  // Back to run(): the host stack as the entry stub left it (its return
+  // address slot skipped), the callee-saved registers it pushed.
+  auto return_to_run = [&] {
+    a.mov(x86::rsp, x86::qword_ptr(x86::r15, ctx_off::kHostRsp));
+    a.add(x86::rsp, 8);
+    a.pop(x86::r15);
+    a.pop(x86::r14);
+    a.pop(x86::r13);
+    a.pop(x86::r12);
+    a.pop(x86::rbx);
+    a.pop(x86::rbp);
+    a.ret();
+  };
   auto store_guest_state = [&] {
     for (int r = 0; r < 8; ++r) a.mov(x86::dword_ptr(x86::r13, kGpr + 4 * r), kGuestRegs[r]);
     a.pushfq();
@@ -197,15 +210,7 @@ Status Translator::emit_stubs() {
   a.bind(exit);
   a.mov(x86::r13, x86::qword_ptr(x86::r15, ctx_off::kCpu));
   store_guest_state();
-  a.mov(x86::rsp, x86::qword_ptr(x86::r15, ctx_off::kHostRsp));
-  a.add(x86::rsp, 8);
-  a.pop(x86::r15);
-  a.pop(x86::r14);
-  a.pop(x86::r13);
-  a.pop(x86::r12);
-  a.pop(x86::rbx);
-  a.pop(x86::rbp);
-  a.ret();
+  return_to_run();
 
   // Callout (callout.h), reached by jmp with R13 = the CalloutInsn and
   // next_eip = its EIP: store the guest state like the exit stub, switch to
@@ -223,15 +228,7 @@ Status Translator::emit_stubs() {
   a.mov(x86::rdx, Imm(reinterpret_cast<uint64_t>(&m_callouts)));
   a.mov(x86::rax, Imm(reinterpret_cast<uint64_t>(&bt86_callout_entry)));
   a.call(x86::rax);
-  a.mov(x86::rsp, x86::qword_ptr(x86::r15, ctx_off::kHostRsp));
-  a.add(x86::rsp, 8);
-  a.pop(x86::r15);
-  a.pop(x86::r14);
-  a.pop(x86::r13);
-  a.pop(x86::r12);
-  a.pop(x86::rbx);
-  a.pop(x86::rbp);
-  a.ret();
+  return_to_run();
 
   code.flatten();
   code.resolveUnresolvedLinks();
