@@ -240,6 +240,7 @@ Status PcMachine::init() {
   // Translator::request_exit() and its poll page).
   tc.stop_on_host_tick = true;
   tc.check_segments = true;
+  tc.fast_segment_loads = true;  // CPL 0 only; the GDTR goes to set_gdt() (run_translated, callout)
   auto tr = translator::Translator::create(tc, *this);
   if (!tr) return tr.error();
   m_translator = std::move(*tr);
@@ -388,6 +389,7 @@ translator::CalloutAction PcMachine::callout(runtime::CpuState& cpu, const trans
     options.decoded_ops = insn.insn.ops;
   }
   StepResult r = execute(m_vcpu, m_mmu->linear_memory(), *this, options);
+  m_translator->set_gdt(m_vcpu.sys.gdtr.base, m_vcpu.sys.gdtr.limit);  // lgdt
   if (m_prefault.valid && (insn.id() == ZYDIS_MNEMONIC_IRETD || insn.id() == ZYDIS_MNEMONIC_IRET))
     prefault_after_iret();
   if (auto s = after_step(r)) {
@@ -411,6 +413,7 @@ std::optional<Stop> PcMachine::run_translated() {
   // x87/MMX/SSE instructions under CR0.TS/EM or without CR4.OSFXSR fault in
   // the guest but not on the host: the translator leaves them to checked_step.
   update_fpu_checked();
+  m_translator->set_gdt(m_vcpu.sys.gdtr.base, m_vcpu.sys.gdtr.limit);  // lgdt in the interpreter
   translator::RunResult r = m_translator->run(m_vcpu.regs, kMaxBlocksPerRun);
   if (m_callout_stop) {
     auto s = m_callout_stop;

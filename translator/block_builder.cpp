@@ -180,6 +180,17 @@ class Classifier {
     }
     return stop(why + ZydisMnemonicGetString(out.guest.insn.mnemonic));
   }
+  // DS, ES, FS, GS only: a load of SS sets the interrupt shadow, CS is
+  // never loaded by mov/pop (#UD).
+  bool fast_seg_load(const ZydisDecodedOperand& sreg) const {
+    if (!m_opt.fast_segment_loads || !m_opt.callouts) return false;
+    const ZydisRegister r = sreg.reg.value;
+    return r == ZYDIS_REGISTER_DS || r == ZYDIS_REGISTER_ES || r == ZYDIS_REGISTER_FS || r == ZYDIS_REGISTER_GS;
+  }
+  Classified seg_load(BlockInsn& out, const ZydisDecodedOperand& sreg) {
+    out.seg = uint8_t(seg_of(sreg.reg.value));
+    return kind(out, InsnKind::kSegLoad);
+  }
   Classified kind(BlockInsn& out, InsnKind k) {
     out.kind = k;
     return {true, {}};
@@ -242,7 +253,13 @@ Classified Classifier::classify_inner(BlockInsn& out) {
       use(Seg::SS);
       return kind(out, is_sreg(op0) ? InsnKind::kPushSreg : InsnKind::kPush);
     case ZYDIS_MNEMONIC_POP:
-      if (is_sreg(op0)) return callout_or_stop(out, "segment load: ");
+      if (is_sreg(op0)) {
+        if (fast_seg_load(op0)) {
+          use(Seg::SS);
+          return seg_load(out, op0);
+        }
+        return callout_or_stop(out, "segment load: ");
+      }
       use(Seg::SS);
       if (op0.type == ZYDIS_OPERAND_TYPE_REGISTER && op0.reg.value == ZYDIS_REGISTER_SP)
         return kind(out, InsnKind::kPopSp);
@@ -286,7 +303,7 @@ Classified Classifier::classify_inner(BlockInsn& out) {
       if (!m_opt.callouts) return stop("into without a callout handler");
       return kind(out, InsnKind::kInto);
     case ZYDIS_MNEMONIC_MOV:
-      if (is_sreg(op0)) return callout_or_stop(out, "segment load: ");
+      if (is_sreg(op0)) return fast_seg_load(op0) ? seg_load(out, op0) : callout_or_stop(out, "segment load: ");
       if (is_sreg(op1)) return kind(out, InsnKind::kMovFromSreg);
       break;
     case ZYDIS_MNEMONIC_LOOP: case ZYDIS_MNEMONIC_LOOPE: case ZYDIS_MNEMONIC_LOOPNE:
@@ -439,6 +456,7 @@ const char* insn_kind_name(InsnKind kind) {
     case InsnKind::kHighByteEspReg: return "high-byte-esp-reg";
     case InsnKind::kSegBaseAtRun: return "seg-base-at-run";
     case InsnKind::kRdtsc: return "rdtsc";
+    case InsnKind::kSegLoad: return "seg-load";
     case InsnKind::kJmp: return "jmp";
     case InsnKind::kJcc: return "jcc";
     case InsnKind::kCall: return "call";

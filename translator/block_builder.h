@@ -46,6 +46,7 @@ enum class InsnKind : uint8_t {
   kHighByteEspReg,   // AH..DH together with ESP/SP as a register operand
   kSegBaseAtRun,     // FS/GS memory operand: the segment base is read from CpuState at run time
   kRdtsc,            // rdtsc inline: host TSC + the owner's offset (BuildOptions::inline_rdtsc)
+  kSegLoad,          // mov ds/es/fs/gs, r/m16 or pop ds/es/fs/gs: inline when remembered, else callout
   kJmp,              // direct near jmp: ends the block
   kJcc,              // direct conditional branch: ends the block
   kCall,             // direct near call: ends the block
@@ -74,7 +75,8 @@ struct BlockInsn {
   HostBytes host;                            // kInnocuous, kHighByteViaTemp
   ZydisRegister temp = ZYDIS_REGISTER_NONE;  // kHighByteViaTemp: 32-bit guest register borrowed
   uint32_t target = 0;                       // kJmp, kJcc, kCall, kBranch16 (direct), kLoop
-  uint8_t seg = 0;                           // kSegBaseAtRun: the runtime::Seg whose base is added
+  uint8_t seg = 0;                           // kSegBaseAtRun: the runtime::Seg whose base is added;
+                                             // kSegLoad: the runtime::Seg loaded
   bool shadow_check = false;                 // after this instruction: leave if an IRQ is pending (sti)
 };
 
@@ -124,6 +126,11 @@ struct BuildOptions {
   // rdtsc becomes kRdtsc (host TSC + *TranslatorContext::tsc_offset) instead
   // of a callout. CPL 0 only: CR4.TSD never faults there (SDM vol. 2, RDTSC).
   bool inline_rdtsc = false;
+  // With callouts: loads of DS, ES, FS and GS (mov sreg, r/m; pop sreg)
+  // become kSegLoad, which completes inline when TranslatorContext::seg_loads
+  // remembers the selector and its descriptor is unchanged, and calls out
+  // otherwise. CPL 0 only (the entries were filled at CPL 0).
+  bool fast_segment_loads = false;
 };
 
 // An instruction that may raise #NM or #UD because of CR0.TS/EM/MP or

@@ -37,6 +37,22 @@ struct LookupEntry {
 };
 inline constexpr uint32_t kLookupEntries = 1u << 16;
 
+// One remembered segment-register load (TranslatorConfig::fast_segment_loads,
+// README "Fast segment loads"): loading `selector` at CPL 0 while the 8 bytes
+// at desc_address (in the GDT) are still `desc` gives `cache`. Filled by the
+// translator after a segment-load callout the CPU model completed; read by
+// translated code. key = 0x10000 | selector (0: empty).
+struct SegLoadEntry {
+  uint32_t key = 0;           //  0
+  uint32_t desc_address = 0;  //  4: guest linear address of the descriptor
+  uint64_t desc = 0;          //  8: its bytes as they were (accessed bit set)
+  runtime::SegmentCache cache;  // 16: what the load put into CpuState::seg
+  uint8_t null_selector = 0;  // 32: a null selector: no descriptor to read or compare
+  uint8_t checked = 0;        // 33: the resulting segment is not flat (TranslatorContext::seg_checked)
+  uint8_t pad_[14] = {};
+};
+inline constexpr int kSegLoadWays = 4;
+
 struct alignas(16) TranslatorContext {
   runtime::CpuState* cpu = nullptr;  //  0: guest registers in/out
   uint64_t host_rsp = 0;             //  8: host stack pointer at entry (restored by the exit stub)
@@ -65,6 +81,19 @@ struct alignas(16) TranslatorContext {
   // Translator::set_inline_rdtsc: the owner's guest TSC offset (guest TSC =
   // host TSC + *tsc_offset), read by inline rdtsc at every execution.
   const int64_t* tsc_offset = nullptr;  // 608 + 16 * kLookupEntries
+  // Fast segment loads (TranslatorConfig::fast_segment_loads; offsets by
+  // offsetof, not ctx_off). The guest GDTR as the owner last set it
+  // (Translator::set_gdt); the entries were filled under it.
+  uint32_t gdt_base = 0;
+  uint32_t gdt_limit = 0;
+  // Per runtime::Seg: 1 if some live translation folded the segment's base
+  // or relied on its flatness (Translator m_seg_used | m_seg_flat): a fast
+  // load must then keep both exactly.
+  uint8_t seg_pinned[runtime::kNumSegs] = {};
+  uint8_t seg_load_victim[runtime::kNumSegs] = {};  // next way to replace, round robin
+  uint64_t seg_fast_loads = 0;  // loads completed inline
+  uint64_t seg_slow_loads = 0;  // loads the inline path left to the callout
+  SegLoadEntry seg_loads[runtime::kNumSegs][kSegLoadWays];
 };
 
 namespace ctx_off {
@@ -87,6 +116,9 @@ static_assert(offsetof(TranslatorContext, block_entries) == ctx_off::kBlockEntri
 static_assert(offsetof(TranslatorContext, lookup_hits) == ctx_off::kLookupHits);
 static_assert(offsetof(TranslatorContext, lookup) == ctx_off::kLookup);
 static_assert(sizeof(LookupEntry) == 16);
+static_assert(sizeof(runtime::SegmentCache) == 16 && offsetof(runtime::SegmentCache, base) == 4);
+static_assert(sizeof(SegLoadEntry) == 48 && offsetof(SegLoadEntry, cache) == 16 &&
+              offsetof(SegLoadEntry, null_selector) == 32 && offsetof(SegLoadEntry, checked) == 33);
 
 const char* exit_reason_name(ExitReason reason);
 

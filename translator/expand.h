@@ -8,6 +8,8 @@
 //                      loop/jcxz, callouts, into/bound
 //   expand_misc.cpp    re-encoded instructions, AH..DH with ESP, string
 //                      instructions with segment bases, BCD, salc, arpl
+//   expand_segment.cpp segment-register loads (mov sreg, pop sreg) that
+//                      complete inline when nothing changed
 //
 // Conventions (README.md "Register convention"): guest flags are live in host
 // RFLAGS, so an expansion that needs flags for itself brackets them with
@@ -62,6 +64,7 @@ namespace expand {
 bool stack_kind(ExpandContext& ctx, const BlockInsn& insn, Status& result);
 bool branch_kind(ExpandContext& ctx, const BlockInsn& insn, Status& result);
 bool misc_kind(ExpandContext& ctx, const BlockInsn& insn, Status& result);
+bool segment_kind(ExpandContext& ctx, const BlockInsn& insn, Status& result);
 
 // Helpers shared by the expand_*.cpp files.
 asmjit::x86::Gp host_gp(ZydisRegister guest);  // guest 8/16/32-bit register -> host register
@@ -70,6 +73,8 @@ asmjit::x86::Mem stack_slot(const ExpandContext& ctx, int32_t disp, uint32_t siz
 // mov r13d/r13w <-> a guest memory operand (its segment base folded in).
 Status mem_move(ExpandContext& ctx, const ZydisDecodedOperand& mem, ZydisRegister reg, bool store);
 uint32_t seg_base(const ExpandContext& ctx, ZydisRegister segment);
+// The jump to the callout stub for g (ends the path it is on).
+void emit_callout(ExpandContext& ctx, const GuestInsn& g);
 }  // namespace expand
 
 }  // namespace bt86::translator

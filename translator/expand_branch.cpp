@@ -226,6 +226,8 @@ Status bound(ExpandContext& ctx, const GuestInsn& g) {
 
 }  // namespace
 
+void emit_callout(ExpandContext& ctx, const GuestInsn& g) { callout(ctx, g); }
+
 bool branch_kind(ExpandContext& ctx, const BlockInsn& insn, Status& result) {
   result = Ok{};
   switch (insn.kind) {

@@ -353,7 +353,8 @@ bool misc_kind(ExpandContext& ctx, const BlockInsn& insn, Status& result) {
 
 Status expand_insn(ExpandContext& ctx, const BlockInsn& insn) {
   Status s = Ok{};
-  if (!expand::misc_kind(ctx, insn, s) && !expand::stack_kind(ctx, insn, s) && !expand::branch_kind(ctx, insn, s))
+  if (!expand::misc_kind(ctx, insn, s) && !expand::stack_kind(ctx, insn, s) && !expand::branch_kind(ctx, insn, s) &&
+      !expand::segment_kind(ctx, insn, s))
     return make_error(std::string("no expansion for ") + insn_kind_name(insn.kind));
   if (!s) return s;
   // sti's shadow instruction (if it does not end the block): leave after it

@@ -56,14 +56,15 @@ void set_gs_base(uint64_t v) {
 // limit, or for CS a readable code segment with a 4 GiB limit (writes
 // through CS always fault: the block builder stops before them). SDM vol. 3,
 // 5.3 and 5.4.
+bool not_flat(const runtime::SegmentCache& c, bool cs) {
+  const bool usable = cs ? c.readable() : c.writable() && !c.expand_down();
+  return !(c.present() && usable && c.limit == 0xffffffffu);
+}
+
 uint8_t checked_segments(const runtime::CpuState& cpu) {
-  using runtime::SegmentCache;
   uint8_t mask = 0;
-  for (int s = 0; s < runtime::kNumSegs; ++s) {
-    const SegmentCache& c = cpu.seg[s];
-    const bool usable = s == int(runtime::Seg::CS) ? c.readable() : c.writable() && !c.expand_down();
-    if (!(c.present() && usable && c.limit == 0xffffffffu)) mask |= uint8_t(1u << s);
-  }
+  for (int s = 0; s < runtime::kNumSegs; ++s)
+    if (not_flat(cpu.seg[s], s == int(runtime::Seg::CS))) mask |= uint8_t(1u << s);
   return mask;
 }
 
@@ -117,6 +118,10 @@ Result<std::unique_ptr<Translator>> Translator::create(const TranslatorConfig& c
   t->m_hook.on_fault = &Translator::on_tc_fault;
   t->m_hook.opaque = t.get();
   t->m_hook.on_tick = config.stop_on_host_tick ? &Translator::on_tick : nullptr;
+  if (config.fast_segment_loads) {
+    t->m_callouts.after_mov_pop = &Translator::after_mov_pop;
+    t->m_callouts.after_opaque = t.get();
+  }
   return t;
 }
 
@@ -291,11 +296,84 @@ void Translator::set_inline_rdtsc(const int64_t* offset) {
   m_ctx->tsc_offset = offset;
 }
 
+void Translator::update_seg_pinned() {
+  const uint8_t pinned = m_seg_used | m_seg_flat;
+  for (int s = 0; s < runtime::kNumSegs; ++s) m_ctx->seg_pinned[s] = (pinned >> s) & 1;
+}
+
+void Translator::set_gdt(uint32_t base, uint16_t limit) {
+  if (m_ctx->gdt_base == base && m_ctx->gdt_limit == limit) return;
+  m_ctx->gdt_base = base;
+  m_ctx->gdt_limit = limit;
+  for (auto& ways : m_ctx->seg_loads)
+    for (SegLoadEntry& e : ways) e = SegLoadEntry{};
+}
+
+// After the CPU model ran a mov/pop callout: if it was a load of DS, ES, FS
+// or GS that completed at CPL 0, remember selector -> descriptor bytes ->
+// SegmentCache so that translated code can replay it (expand_segment.cpp).
+// Only what is certain to replay exactly is kept: GDT selectors whose
+// descriptor now has the accessed bit set (the replay writes nothing) and
+// whose bytes give exactly the cache the CPU model produced, and null
+// selectors (no descriptor: the cache is whatever the CPU model stores).
+void Translator::record_seg_load(const runtime::CpuState& cpu, const CalloutInsn& insn, uint32_t esp_before) {
+  using runtime::Seg;
+  const GuestInsn& g = insn.insn;
+  const ZydisDecodedOperand& op0 = g.ops[0];
+  if (op0.type != ZYDIS_OPERAND_TYPE_REGISTER || ZydisRegisterGetClass(op0.reg.value) != ZYDIS_REGCLASS_SEGMENT) return;
+  const Seg s = seg_of(op0.reg.value);
+  if (s != Seg::DS && s != Seg::ES && s != Seg::FS && s != Seg::GS) return;
+  const bool pop = insn.id() == ZYDIS_MNEMONIC_POP;
+  // Completed: at the next instruction, the stack moved exactly as the load
+  // moves it (an exception delivered instead pushes at least 12 bytes), CPL 0.
+  if (cpu.eip != g.next_eip()) return;
+  if (cpu.gpr[runtime::ESP] != esp_before + (pop ? g.insn.operand_width / 8 : 0)) return;
+  if (cpu.sreg(Seg::CS).selector & 3) return;
+  const runtime::SegmentCache& c = cpu.sreg(s);
+  const uint16_t sel = c.selector;
+  if (!pop && g.ops[1].type == ZYDIS_OPERAND_TYPE_REGISTER &&
+      uint16_t(cpu.gpr[ZydisRegisterGetId(g.ops[1].reg.value) & 7]) != sel)
+    return;
+  SegLoadEntry e;
+  e.key = 0x10000u | sel;
+  e.cache = c;
+  if ((sel & 0xfffc) == 0) {
+    e.null_selector = 1;
+  } else {
+    const uint32_t offset = sel & 0xfff8u;
+    if ((sel & 4) || offset + 7 > m_ctx->gdt_limit) return;  // LDT, or outside the GDT
+    e.desc_address = m_ctx->gdt_base + offset;
+    if (e.desc_address > 0xfffffff8u) return;  // the 8-byte read would leave the window
+    uint8_t b[8];
+    if (m_code->read(mmu::GuestVirt(e.desc_address), b) != sizeof b) return;
+    std::memcpy(&e.desc, b, sizeof b);
+    const uint32_t lo = uint32_t(e.desc), hi = uint32_t(e.desc >> 32);
+    if (!(hi & (1u << 12)) || !(hi & (1u << 8))) return;  // not code/data, or accessed clear
+    // SDM vol. 3, 3.4.5: base, limit (G: 4 KiB units), type..G as CpuState keeps them.
+    const uint32_t raw_limit = (lo & 0xffff) | (hi & 0xf0000);
+    const runtime::SegmentCache from_bytes{sel, (lo >> 16) | ((hi & 0xff) << 16) | (hi & 0xff000000u),
+                                           (hi & (1u << 23)) ? (raw_limit << 12) | 0xfff : raw_limit,
+                                           uint16_t(((hi >> 8) & 0xff) | ((hi >> 12) & 0xf00))};
+    if (!(from_bytes == c)) return;
+  }
+  e.checked = m_config.check_segments && not_flat(c, false) ? 1 : 0;
+  SegLoadEntry* ways = m_ctx->seg_loads[int(s)];
+  int way = -1;
+  for (int i = 0; i < kSegLoadWays; ++i)
+    if (ways[i].key == e.key) way = i;
+  if (way < 0) {
+    way = m_ctx->seg_load_victim[int(s)];
+    m_ctx->seg_load_victim[int(s)] = uint8_t((way + 1) % kSegLoadWays);
+  }
+  ways[way] = e;
+}
+
 void Translator::drop_blocks() {
   m_blocks.clear();
   m_callouts.clear();
   m_seg_used = 0;
   m_seg_flat = 0;
+  update_seg_pinned();
   m_pages.clear();
   m_by_host.clear();
   m_owned.clear();
@@ -412,10 +490,13 @@ Result<const Block*> Translator::translate(uint32_t eip, bool ephemeral, bool un
   options.checked_segs = unchecked ? 0 : m_seg_checked;
   options.seg_guards = m_config.check_segments && !unchecked;
   options.fpu_checked = m_fpu_checked && !unchecked;
+  // Not in run_one(): the owner's checked step calls out for every load.
+  options.fast_segment_loads = m_config.fast_segment_loads && !unchecked;
   DecodedBlock decoded = build_block(*m_code, eip, options);
   if (!ephemeral) {
     m_seg_used |= decoded.seg_used;
     m_seg_flat |= decoded.seg_flat;
+    update_seg_pinned();
   }
   if (decoded.end == BlockEnd::kStop) {
     if (m_stats.stops[decoded.stop_reason]++ == 0)
@@ -542,6 +623,9 @@ RunResult Translator::run(runtime::CpuState& cpu, uint64_t max_blocks) {
       if (r) b = r.value();
     } else if (m_step_eip && *m_step_eip == cpu.eip) {
       m_step_eip.reset();
+      // Translations use m_seg_base and m_seg_checked: current, since a
+      // fast segment load may have changed an unpinned segment.
+      sync_segments(cpu);
       auto r = translate(cpu.eip, /*ephemeral=*/true);
       if (r) b = r.value();
       ++m_stats.uncached_steps;
@@ -788,6 +872,9 @@ std::string Translator::format_stats() const {
                      s.code_page_invalidations, s.blocks_dropped, s.uncached_steps);
   out += fmt::format("  checked steps       {} (one instruction at a time for the owner: run_one)\n",
                      s.unchecked_steps);
+  if (m_config.fast_segment_loads)
+    out += fmt::format("  segment loads       {} inline, {} missed (to the callout)\n", m_ctx->seg_fast_loads,
+                       m_ctx->seg_slow_loads);
   out += "  insns by kind:";
   for (int k = 0; k < kInsnKindCount; ++k)
     if (s.insns_by_kind[k]) out += fmt::format(" {}={}", insn_kind_name(InsnKind(k)), s.insns_by_kind[k]);

@@ -48,6 +48,12 @@ struct TranslatorConfig {
   // (kNeedsInterpretation, detail kNeedsChecksDetail). Off: every segment is
   // taken as flat (tests that run on bare CpuStates).
   bool check_segments = false;
+  // Loads of DS/ES/FS/GS (mov sreg, r/m; pop sreg) complete inline when the
+  // same selector was loaded before through a callout and its GDT descriptor
+  // is unchanged (README "Fast segment loads"); the owner keeps the GDTR
+  // current with set_gdt(). Only for a translator that runs CPL 0 code in
+  // protected mode: the remembered results are those of CPL 0 loads.
+  bool fast_segment_loads = false;
 };
 
 struct TranslatorStats {
@@ -164,6 +170,11 @@ class Translator {
   // The machine has an interrupt for the guest: translated code leaves with
   // kIrqWindow when the guest sets IF (TranslatorContext::irq_pending).
   void set_irq_pending(bool pending) { m_ctx->irq_pending = pending ? 1 : 0; }
+  // The guest's GDTR (fast_segment_loads): remembered segment loads are
+  // valid only under the GDTR they were made with, so a change forgets
+  // them. Cheap when nothing changed: the owner calls it before every run()
+  // and after every callout that may have run lgdt.
+  void set_gdt(uint32_t base, uint16_t limit);
 
   // Self-modifying code: drops every block with bytes on guest physical page
   // phys_page, unlinks the chains into them and empties their lookup slots.
@@ -203,6 +214,11 @@ class Translator {
   static bool on_tc_fault(void* opaque, int signo, siginfo_t* si, ucontext_t* uc);
   static void on_tick(void* opaque) { static_cast<Translator*>(opaque)->request_exit(); }
   void set_poll_page(bool readable);
+  void update_seg_pinned();
+  void record_seg_load(const runtime::CpuState& cpu, const CalloutInsn& insn, uint32_t esp_before);
+  static void after_mov_pop(void* opaque, const runtime::CpuState& cpu, const CalloutInsn& insn, uint32_t esp_before) {
+    static_cast<Translator*>(opaque)->record_seg_load(cpu, insn, esp_before);
+  }
 
   using EntryFn = void (*)(TranslatorContext*, const uint8_t* block);
 

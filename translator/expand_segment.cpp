@@ -1,0 +1,158 @@
+// Segment-register loads in translated kernel code (InsnKind::kSegLoad:
+// mov ds/es/fs/gs, r/m16 and pop ds/es/fs/gs; README "Fast segment loads").
+//
+// A Linux system call, exception or interrupt loads DS, ES and FS on entry
+// and pops FS, DS, ES (and GS) on exit: as callouts that is 6-8 round trips
+// into the CPU model (~150-200 ns each) for loads that almost always repeat
+// the previous one. The expansion remembers completed loads per segment
+// register (TranslatorContext::seg_loads, filled by the translator after the
+// CPU model did the load with all its checks) and replays one when its
+// selector matches and its GDT descriptor still has the same 8 bytes.
+// Everything else goes to the callout exactly as before.
+#include <cstddef>
+
+#include "runtime/cpu_state.h"
+#include "translator/expand.h"
+
+namespace bt86::translator::expand {
+namespace {
+
+using namespace asmjit;
+
+constexpr int32_t kEntrySize = int32_t(sizeof(SegLoadEntry));
+constexpr int32_t kCacheOff = int32_t(offsetof(SegLoadEntry, cache));
+
+int32_t ctx_offset_of_entry(runtime::Seg s, int way) {
+  return int32_t(offsetof(TranslatorContext, seg_loads)) + (int32_t(s) * kSegLoadWays + way) * kEntrySize;
+}
+
+int32_t cpu_seg_offset(runtime::Seg s) {
+  return int32_t(offsetof(runtime::CpuState, seg) + size_t(s) * sizeof(runtime::SegmentCache));
+}
+
+// The 16-bit register of a guest 16- or 32-bit general register (mov ds, eax
+// loads AX).
+ZydisRegister reg16(ZydisRegister r) {
+  if (ZydisRegisterGetClass(r) == ZYDIS_REGCLASS_GPR32) return ZydisRegister(ZYDIS_REGISTER_AX + (r - ZYDIS_REGISTER_EAX));
+  return r;
+}
+
+// What the slow path (the callout) does that this path must reproduce:
+//   the CPU model checks and loads the selector, sets the descriptor's
+//   accessed bit, writes CpuState::seg[s] and, for pop, ESP += operand size;
+//   then run() resyncs the translator with CpuState before the next block
+//   (sync_segments): translations that folded the segment's base or assumed
+//   its flatness are dropped if either changed, TranslatorContext::seg_checked
+//   is rewritten from the new flatness.
+// This path writes the same SegmentCache (recorded from such a completed
+// load of the same selector, with the same descriptor bytes, at CPL 0 under
+// the same GDTR: the checks are a function of exactly these), needs no
+// accessed-bit write (recorded entries have it set), and writes
+// seg_checked[s] as run() would. It is taken for a segment that live
+// translations depend on (seg_pinned: its base folded in, or its flatness
+// assumed) only when the base and the flatness stay what they are, so
+// sync_segments would drop nothing; for other segments nothing depends on
+// the old values and the next sync just records the new ones.
+//
+// Precise faults: the selector read (memory operand, [esp] for pop) and the
+// descriptor read are the only accesses that may fault; both run with the
+// guest's flags live in RFLAGS, the host stack balanced and no guest
+// register changed, so the fault handler's state is the state before the
+// instruction. Comparisons run inside pushfq/popfq.
+Status seg_load(ExpandContext& ctx, const BlockInsn& insn) {
+  x86::Assembler& a = ctx.as();
+  const GuestInsn& g = insn.guest;
+  const runtime::Seg s = runtime::Seg(insn.seg);
+  const bool pop = g.insn.mnemonic == ZYDIS_MNEMONIC_POP;
+  const uint32_t w = g.insn.operand_width / 8;
+
+  // 1. The selector into R13D (zero-extended). POP reads operand-size bytes,
+  // as the CPU model does.
+  if (pop) {
+    if (w == 2) {
+      a.movzx(x86::r13d, stack_slot(ctx, 0, 2));
+    } else {
+      a.mov(x86::r13d, stack_slot(ctx, 0, 4));
+      a.movzx(x86::r13d, x86::r13w);
+    }
+  } else {
+    const ZydisDecodedOperand& src = g.ops[1];
+    if (src.type == ZYDIS_OPERAND_TYPE_REGISTER) {
+      a.movzx(x86::r13d, host_gp(reg16(src.reg.value)));
+    } else {
+      ZydisDecodedOperand m = src;
+      m.size = 16;
+      if (auto st = mem_move(ctx, m, ZYDIS_REGISTER_R13W, false); !st) return st;
+      a.movzx(x86::r13d, x86::r13w);
+    }
+  }
+
+  Label found = a.newLabel(), unpinned = a.newLabel(), commit = a.newLabel(), miss = a.newLabel(),
+        done = a.newLabel();
+  // 2. The remembered load of this selector (R14 = its entry).
+  a.pushfq();
+  a.or_(x86::r13d, 0x10000);
+  for (int way = 0; way < kSegLoadWays; ++way) {
+    a.lea(x86::r14, x86::ptr(x86::r15, ctx_offset_of_entry(s, way)));
+    a.cmp(x86::dword_ptr(x86::r14, int32_t(offsetof(SegLoadEntry, key))), x86::r13d);
+    a.je(found);
+  }
+  a.jmp(miss);
+  a.bind(found);
+  // A segment translations depend on keeps its base and flatness.
+  a.cmp(x86::byte_ptr(x86::r15, int32_t(offsetof(TranslatorContext, seg_pinned)) + int32_t(s)), 0);
+  a.je(unpinned);
+  a.mov(x86::r10, x86::qword_ptr(x86::r15, ctx_off::kCpu));
+  a.mov(x86::r11d, x86::dword_ptr(x86::r10, cpu_seg_offset(s) + int32_t(offsetof(runtime::SegmentCache, base))));
+  a.cmp(x86::r11d, x86::dword_ptr(x86::r14, kCacheOff + int32_t(offsetof(runtime::SegmentCache, base))));
+  a.jne(miss);
+  a.movzx(x86::r11d, x86::byte_ptr(x86::r15, ctx_off::kSegChecked + int32_t(s)));
+  a.cmp(x86::r11b, x86::byte_ptr(x86::r14, int32_t(offsetof(SegLoadEntry, checked))));
+  a.jne(miss);
+  a.bind(unpinned);
+  // A null selector reads no descriptor (SDM vol. 2, MOV: DS/ES/FS/GS).
+  a.cmp(x86::byte_ptr(x86::r14, int32_t(offsetof(SegLoadEntry, null_selector))), 0);
+  a.jne(commit);
+  a.mov(x86::r9d, x86::dword_ptr(x86::r14, int32_t(offsetof(SegLoadEntry, desc_address))));
+  a.popfq();
+  // 3. The descriptor as it is now, through the guest window like any
+  // supervisor access of the guest (a host fault is a guest #PF at its
+  // linear address, at this instruction).
+  x86::Mem desc = x86::qword_ptr(x86::r9d);
+  desc.setSegment(x86::gs);
+  a.mov(x86::r9, desc);
+  a.pushfq();
+  a.cmp(x86::r9, x86::qword_ptr(x86::r14, int32_t(offsetof(SegLoadEntry, desc))));
+  a.jne(miss);
+  // 4. Commit: the segment register, its flatness for kSegBaseAtRun, ESP.
+  a.bind(commit);
+  a.mov(x86::r10, x86::qword_ptr(x86::r15, ctx_off::kCpu));
+  a.mov(x86::r11, x86::qword_ptr(x86::r14, kCacheOff));
+  a.mov(x86::qword_ptr(x86::r10, cpu_seg_offset(s)), x86::r11);
+  a.mov(x86::r11, x86::qword_ptr(x86::r14, kCacheOff + 8));
+  a.mov(x86::qword_ptr(x86::r10, cpu_seg_offset(s) + 8), x86::r11);
+  a.movzx(x86::r11d, x86::byte_ptr(x86::r14, int32_t(offsetof(SegLoadEntry, checked))));
+  a.mov(x86::byte_ptr(x86::r15, ctx_off::kSegChecked + int32_t(s)), x86::r11b);
+  a.inc(x86::qword_ptr(x86::r15, int32_t(offsetof(TranslatorContext, seg_fast_loads))));
+  a.popfq();
+  if (pop) a.lea(x86::r12d, x86::ptr(x86::r12d, int32_t(w)));
+  a.jmp(done);
+  // Anything else: the callout, with the guest state as before the instruction.
+  a.bind(miss);
+  a.inc(x86::qword_ptr(x86::r15, int32_t(offsetof(TranslatorContext, seg_slow_loads))));
+  a.popfq();
+  emit_callout(ctx, g);
+  a.bind(done);
+  return Ok{};
+}
+
+}  // namespace
+
+bool segment_kind(ExpandContext& ctx, const BlockInsn& insn, Status& result) {
+  result = Ok{};
+  if (insn.kind != InsnKind::kSegLoad) return false;
+  result = seg_load(ctx, insn);
+  return true;
+}
+
+}  // namespace bt86::translator::expand
