@@ -23,10 +23,12 @@
 #include "devices/io_bus.h"
 #include "devices/pc_io_map.h"
 #include "machine/access_check.h"
+#include "machine/code_view.h"
 #include "machine/cpu_hooks.h"
 #include "machine/descriptors.h"
 #include "machine/interpreter.h"
 #include "machine/interrupts.h"
+#include "machine/user_engine_policy.h"
 #include "mmu/page_walk.h"
 #include "mmu/shadow_mmu.h"
 #include "runtime/direct_executor.h"
@@ -53,7 +55,9 @@ constexpr uint64_t kInputPollNs = 1000000;  // service_devices: console input po
 
 struct LoopStats {
   uint64_t translated_runs = 0;
+  uint64_t user_translated_runs = 0;  // runs of guest user code through the user translator
   uint64_t direct_runs = 0;
+  uint64_t not_executable = 0;      // user pages the host must not execute (cpuid inside): run translated
   uint64_t interpreted = 0;       // instructions run by the CPU model outside callouts
   uint64_t callouts = 0;
   uint64_t interrupts = 0;        // external interrupts delivered
@@ -83,10 +87,12 @@ struct PendingPrefault {
 
 class PcMachine final : public Machine,
                         private CpuHooks,
-                        private translator::GuestCodeReader,
                         private translator::CalloutHandler {
  public:
-  explicit PcMachine(const MachineConfig& config) : m_config(config) {}
+  explicit PcMachine(const MachineConfig& config)
+      : m_config(config),
+        m_user_policy(UserEnginePolicyConfig{.enabled = config.user_code != MachineConfig::UserCode::kDirect,
+                                             .always = config.user_code == MachineConfig::UserCode::kTranslated}) {}
   ~PcMachine() override {
     for (void* p : m_guards) munmap(p, kGuardBytes);
   }
@@ -105,6 +111,7 @@ class PcMachine final : public Machine,
   // Async-signal-safe: the running engine returns soon.
   void stop_engines() {
     if (m_translator) m_translator->request_exit();
+    if (m_user_translator) m_user_translator->request_exit();
     if (m_direct) m_direct->request_exit();
   }
   void set_input_hooks(InputHooks hooks) override { m_input = std::move(hooks); }
@@ -114,13 +121,19 @@ class PcMachine final : public Machine,
   // One pass of the loop. Returns a Stop when the machine is done.
   std::optional<Stop> step();
   std::optional<Stop> run_translated();
+  std::optional<Stop> run_user();
+  std::optional<Stop> run_user_translated();
   std::optional<Stop> run_direct();
+  void track_user_stints();
   bool needs_checked_mode() const;
+  bool alignment_checks() const;
   void update_fpu_checked() {
-    m_translator->set_fpu_checked((m_vcpu.sys.cr0 & (cr0::TS | cr0::EM)) || !(m_vcpu.sys.cr4 & cr4::OSFXSR));
+    const bool checked = (m_vcpu.sys.cr0 & (cr0::TS | cr0::EM)) || !(m_vcpu.sys.cr4 & cr4::OSFXSR);
+    m_translator->set_fpu_checked(checked);
+    m_user_translator->set_fpu_checked(checked);
   }
-  std::optional<Stop> checked_step();
-  std::optional<Stop> translated_fault(const translator::GuestFault& f);
+  std::optional<Stop> checked_step(translator::Translator& translator);
+  std::optional<Stop> translated_fault(const translator::GuestFault& f, mmu::Window window);
   std::optional<Stop> interpret(const ExecuteOptions& options = {});
   std::optional<Stop> deliver_event(const Event& event);
   std::optional<Stop> after_step(const StepResult& r);
@@ -142,17 +155,11 @@ class PcMachine final : public Machine,
   void invlpg(uint32_t lin) override {
     drop_unbacked();
     m_mmu->invlpg(lin);
-    revalidate_code_page(lin >> 12);
+    m_kernel_code.revalidate_page(lin >> 12);
+    m_user_code.mark_stale(false);
   }
-  void revalidate_code_page(uint32_t lin_page);
-  // keep_global: a CR3 load, which leaves global translations in place.
-  void revalidate_code_pages(bool keep_global);
   void segments_changed() override {}
   uint64_t host_tsc() override { return __rdtsc(); }
-
-  // GuestCodeReader: the translator fetches kernel code through the page tables.
-  size_t read(mmu::GuestVirt va, std::span<uint8_t> out) const override;
-  uint32_t phys_page(mmu::GuestVirt va) const override;
 
   // CalloutHandler: a sensitive instruction in translated code.
   translator::CalloutAction callout(runtime::CpuState& cpu, const translator::CalloutInsn& insn) override;
@@ -162,7 +169,8 @@ class PcMachine final : public Machine,
   std::unique_ptr<mmu::ShadowMmu> m_mmu;
   devices::IoBus m_bus;
   std::unique_ptr<devices::PcDevices> m_devices;
-  std::unique_ptr<translator::Translator> m_translator;
+  std::unique_ptr<translator::Translator> m_translator;       // guest kernel code (CPL 0)
+  std::unique_ptr<translator::Translator> m_user_translator;  // guest user code of trap-heavy processes (CPL 3)
   std::unique_ptr<runtime::DirectExecutor> m_direct;
   VcpuState m_vcpu;
   std::optional<Stop> m_stop;          // set by device callbacks (debug exit, reset)
@@ -170,13 +178,14 @@ class PcMachine final : public Machine,
   uint64_t m_callout_seq = 0;          // callouts so far (checked_step: did the interpreter run it?)
   std::atomic<bool> m_quit{false};
   InputHooks m_input;
-  // Linear page -> physical page of every page the translator read code
-  // from. Translations are keyed by linear EIP; when a guest remaps such a
-  // page (INVLPG, CR3 load) to another frame, its blocks must go. Bit 31
-  // marks a global mapping, which CR3 loads leave alone as the TLB does.
-  static constexpr uint32_t kGlobalCodePage = 1u << 31;
-  mutable std::unordered_map<uint32_t, uint32_t> m_code_pages;
-  mutable std::unordered_set<uint32_t> m_local_code_pages;  // the keys of m_code_pages without kGlobalCodePage
+  // The code each translator reads, and the linear-to-physical bindings its
+  // blocks rely on (code_view.h).
+  CodeView m_kernel_code{m_vcpu, false};
+  CodeView m_user_code{m_vcpu, true};
+  UserEnginePolicy m_user_policy;
+  uint8_t m_policy_cpl = 0;           // the CPL the policy last saw (track_user_stints)
+  bool m_translate_user_next = false;  // the last direct run stopped at a page the host must not execute
+  uint64_t m_now_ns = 0;              // the loop's clock at this pass (service_devices)
   std::vector<void*> m_guards;
   std::vector<uint32_t> m_unbacked;  // kernel-window pages standing for physical addresses without RAM
   LoopStats m_stats;
@@ -209,11 +218,14 @@ Status PcMachine::init() {
   auto shadow = mmu::ShadowMmu::create(*m_memory, sc);
   if (!shadow) return shadow.error();
   m_mmu = std::move(*shadow);
-  // Guard areas around the kernel window: translated string instructions
-  // run on 64-bit pointers (translator/expand_misc.cpp), and a rep with a
-  // huge count that walks off the window must fault here, not reach host
-  // memory. 16 GiB covers rep movsd with any 32-bit count.
-  for (uint64_t start : {m_config.kernel_window_base - kGuardBytes, m_config.kernel_window_base + (uint64_t(1) << 32)}) {
+  // Guard areas around the windows: translated string instructions run on
+  // 64-bit pointers (translator/expand_misc.cpp), and a rep with a huge
+  // count that walks off a window must fault here, not reach host memory.
+  // 16 GiB covers rep movsd with any 32-bit count. The user window starts
+  // at host address 0: below it a walk reaches non-canonical addresses.
+  const uint64_t user_end = m_mmu->window_base(mmu::Window::kUser) + (uint64_t(1) << 32);
+  for (uint64_t start : {m_config.kernel_window_base - kGuardBytes, m_config.kernel_window_base + (uint64_t(1) << 32),
+                         user_end}) {
     void* p = mmap(reinterpret_cast<void*>(start), kGuardBytes, PROT_NONE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED_NOREPLACE, -1, 0);
     if (p == MAP_FAILED) return make_error(fmt::format("cannot reserve the guard area at {:#x}: {}", start, strerror(errno)));
@@ -241,17 +253,34 @@ Status PcMachine::init() {
   tc.stop_on_host_tick = true;
   tc.check_segments = true;
   tc.fast_segment_loads = true;  // CPL 0 only; the GDTR goes to set_gdt() (run_translated, callout)
-  auto tr = translator::Translator::create(tc, *this);
+  auto tr = translator::Translator::create(tc, m_kernel_code);
   if (!tr) return tr.error();
   m_translator = std::move(*tr);
+  m_kernel_code.bind(*m_memory, *m_translator);
   m_translator->set_callout_handler(this);
+  // Guest user code, when it runs translated, addresses the user window: the
+  // same pages, with the same rights, as when it runs directly.
+  translator::TranslatorConfig uc = tc;
+  uc.window_base = m_mmu->window_base(mmu::Window::kUser);
+  uc.tc_size = size_t(8) << 20;
+  uc.user_mode = true;
+  uc.fast_segment_loads = false;  // its remembered loads are CPL-0 results
+  auto utr = translator::Translator::create(uc, m_user_code);
+  if (!utr) return utr.error();
+  m_user_translator = std::move(*utr);
+  m_user_code.bind(*m_memory, *m_user_translator);
+  m_user_translator->set_callout_handler(this);
+  m_user_translator->set_code_page_callback([this](uint32_t page) { m_mmu->protect_code_page(page << 12); });
   // The interpreter's rdtsc is host TSC + sys.tsc_offset at CPL 0 (TSD only
   // faults at CPL > 0): translated code does the same inline (Linux reads
   // the TSC ~1 M times per boot; a callout costs ~200 ns).
   m_translator->set_inline_rdtsc(&m_vcpu.sys.tsc_offset);
   // The translator speaks page numbers, the MMU physical addresses.
   m_translator->set_code_page_callback([this](uint32_t page) { m_mmu->protect_code_page(page << 12); });
-  m_mmu->set_code_write_callback([this](uint32_t phys) { m_translator->invalidate_code_page(phys >> 12); });
+  m_mmu->set_code_write_callback([this](uint32_t phys) {
+    m_translator->invalidate_code_page(phys >> 12);
+    m_user_translator->invalidate_code_page(phys >> 12);
+  });
   if (m_config.trace_sink) m_translator->set_trace_sink(m_config.trace_sink);
 
   runtime::DirectConfig dc2;
@@ -299,16 +328,90 @@ std::optional<Stop> PcMachine::step() {
   if (!m_vcpu.protected_mode())
     return guest_error(fmt::format("the guest entered real mode at {:#x}:{:#x}; bt86 runs protected mode only",
                                    m_vcpu.regs.sreg(Seg::CS).selector, m_vcpu.regs.eip));
-  m_translator->context().irq_pending = m_devices->pic.interrupt_pending();
+  track_user_stints();
+  const bool irq_pending = m_devices->pic.interrupt_pending();
+  m_translator->context().irq_pending = irq_pending;
+  m_user_translator->context().irq_pending = irq_pending;
   const uint8_t cpl_before = m_vcpu.cpl;
-  auto s = m_vcpu.cpl == 3 ? run_direct() : needs_checked_mode() ? checked_step() : run_translated();
+  auto s = m_vcpu.cpl == 3 ? run_user() : needs_checked_mode() ? checked_step(*m_translator) : run_translated();
   if (m_vcpu.cpl != cpl_before) ++m_stats.mode_switches;
   return s;
+}
+
+// The policy (user_engine_policy.h) times each stretch of guest user code:
+// from the pass that first finds the guest at CPL 3 to the pass that finds
+// it back in its kernel.
+void PcMachine::track_user_stints() {
+  if (m_vcpu.cpl == m_policy_cpl) return;
+  if (m_vcpu.cpl == 3)
+    m_user_policy.user_entered(m_vcpu.sys.cr3, m_now_ns);
+  else if (m_policy_cpl == 3)
+    m_user_policy.user_left(m_now_ns);
+  m_policy_cpl = m_vcpu.cpl;
+}
+
+// Guest user code runs directly unless the policy finds the process
+// trap-heavy, or the code is on a page the host must not execute (one that
+// may hold cpuid, whose host answer the guest must never see: the shadow MMU
+// maps such pages without PROT_EXEC, mmu/README.md). The translator runs
+// CPL-3 code only while that needs no checks the host would have made
+// (TF, DR7 breakpoints, a CS limit: direct execution has them natively).
+std::optional<Stop> PcMachine::run_user() {
+  const bool must = m_translate_user_next;
+  m_translate_user_next = false;
+  m_user_code.revalidate_if_stale();
+  if (must) {
+    if (needs_checked_mode()) return checked_step(*m_user_translator);
+    return run_user_translated();
+  }
+  if (m_user_policy.translate() && !needs_checked_mode() && !alignment_checks() &&
+      m_vcpu.regs.sreg(Seg::CS).base == 0)
+    return run_user_translated();
+  return run_direct();
+}
+
+// CR0.AM with EFLAGS.AC at CPL 3: misaligned accesses raise #AC (SDM vol. 3,
+// 6.15 "Interrupt 17"). The host checks them natively in direct execution;
+// translated code does not (EFLAGS.AC is virtual there).
+bool PcMachine::alignment_checks() const {
+  return (m_vcpu.sys.cr0 & cr0::AM) && (m_vcpu.regs.eflags & runtime::flags::AC);
+}
+
+std::optional<Stop> PcMachine::run_user_translated() {
+  ++m_stats.user_translated_runs;
+  m_vcpu.interrupt_shadow = false;
+  update_fpu_checked();
+  translator::RunResult r = m_user_translator->run(m_vcpu.regs, kMaxBlocksPerRun);
+  if (m_callout_stop) {
+    auto s = m_callout_stop;
+    m_callout_stop.reset();
+    return s;
+  }
+  switch (r.stop) {
+    case translator::RunStop::kMaxBlocks:
+    case translator::RunStop::kExitRequested:
+    case translator::RunStop::kCallout:
+    case translator::RunStop::kIrqWindow:
+      return std::nullopt;
+    case translator::RunStop::kNeedsInterpretation:
+      // An access through a non-flat segment or an instruction without a
+      // translation: one checked instruction (it may be on a page the host
+      // must not run, so not a direct run).
+      return checked_step(*m_user_translator);
+    case translator::RunStop::kGuestFault:
+      return translated_fault(r.fault, mmu::Window::kUser);
+    case translator::RunStop::kUnsupportedState:
+      return interpret();
+    case translator::RunStop::kInternalError:
+      return Stop{StopReason::kHostError, 3, "user translator: " + r.detail};
+  }
+  return std::nullopt;
 }
 
 void PcMachine::service_devices() {
   // Asked every pass: the guest may have reprogrammed a timer since.
   const uint64_t now = now_ns();
+  m_now_ns = now;
   if (now >= m_devices->next_deadline_ns()) m_devices->update(now);
   // Console input: a poll() on every pass is a system call per exit while
   // stdin is an idle terminal or pipe (0.2-0.5 us here, more than a callout).
@@ -401,6 +504,8 @@ translator::CalloutAction PcMachine::callout(runtime::CpuState& cpu, const trans
   // TF set (iret, a task switch), a breakpoint armed, a CS limit: the loop
   // goes on one checked instruction at a time.
   if (needs_checked_mode()) return translator::CalloutAction::kStop;
+  // A popf that set EFLAGS.AC under CR0.AM: user code goes direct (run_user).
+  if (cpl == 3 && alignment_checks()) return translator::CalloutAction::kStop;
   update_fpu_checked();  // mov to CR0/CR4, clts, lmsw (may flush: allowed in a callout)
   // An interrupt may now be deliverable (sti, popf, an EOI): let the loop look.
   if (m_vcpu.interrupts_enabled() && m_devices->pic.interrupt_pending()) return translator::CalloutAction::kStop;
@@ -430,9 +535,9 @@ std::optional<Stop> PcMachine::run_translated() {
       // A sensitive instruction without a callout, or an access through a
       // non-flat segment: one instruction with checks (it ends in the
       // interpreter if the translator cannot run it at all).
-      return checked_step();
+      return checked_step(*m_translator);
     case translator::RunStop::kGuestFault:
-      return translated_fault(r.fault);
+      return translated_fault(r.fault, mmu::Window::kKernel);
     case translator::RunStop::kUnsupportedState:
       // Something the translator cannot run from this state: one instruction
       // through the CPU model.
@@ -443,12 +548,12 @@ std::optional<Stop> PcMachine::run_translated() {
   return std::nullopt;
 }
 
-std::optional<Stop> PcMachine::translated_fault(const translator::GuestFault& f) {
+std::optional<Stop> PcMachine::translated_fault(const translator::GuestFault& f, mmu::Window window) {
   if (f.vector == vec::PF) {
     const Access kind = f.access == translator::FaultAccess::kWrite   ? Access::kWrite
                         : f.access == translator::FaultAccess::kFetch ? Access::kFetch
                                                                       : Access::kRead;
-    return resolve_page_fault(mmu::Window::kKernel, f.linear_address, kind);
+    return resolve_page_fault(window, f.linear_address, kind);
   }
   // An unmasked SIMD exception is #XM only with CR4.OSXMMEXCPT, else #UD
   // (SDM vol. 3, 13.1.5): the host has it set, the guest may not.
@@ -468,13 +573,13 @@ bool PcMachine::needs_checked_mode() const {
          m_vcpu.regs.sreg(Seg::CS).limit != 0xffffffffu;
 }
 
-// One guest kernel instruction as the hardware runs it (machine/README.md
+// One guest instruction as the hardware runs it (machine/README.md
 // "Checked execution"): an execute breakpoint first (a fault, unless RF),
 // then the segment and CS-limit checks of its accesses (a fault before
 // anything of it runs), then the instruction from a one-instruction
 // translation (or the interpreter, which does all of this itself), then the
 // single-step trap if TF was set when it started (SDM vol. 3, 17.3.1.4).
-std::optional<Stop> PcMachine::checked_step() {
+std::optional<Stop> PcMachine::checked_step(translator::Translator& translator) {
   namespace fl = runtime::flags;
   ++m_stats.checked_steps;
   VcpuState& s = m_vcpu;
@@ -495,7 +600,7 @@ std::optional<Stop> PcMachine::checked_step() {
   uint32_t& ecx = s.regs.gpr[runtime::ECX];
   if (c.rep_iterations) ecx = *c.rep_iterations;  // 32-bit addressing: the translator runs no other
   const uint64_t callouts_before = m_callout_seq;
-  translator::RunResult r = m_translator->run_one(s.regs);
+  translator::RunResult r = translator.run_one(s.regs);
   uint32_t ecx_run = 0;
   if (c.rep_iterations) {
     // The iterations not run are still to do.
@@ -519,7 +624,7 @@ std::optional<Stop> PcMachine::checked_step() {
     case translator::RunStop::kUnsupportedState:
       return interpret();
     case translator::RunStop::kGuestFault:
-      return translated_fault(r.fault);
+      return translated_fault(r.fault, s.cpl == 3 ? mmu::Window::kUser : mmu::Window::kKernel);
     case translator::RunStop::kInternalError:
       return Stop{StopReason::kHostError, 3, "translator: " + r.detail};
   }
@@ -660,7 +765,10 @@ std::optional<Stop> PcMachine::run_direct() {
       return interpret(o);
     }
     case ExitActionKind::kPageFault: {
-      const Access kind = (a.page_fault.error & pf::W) ? Access::kWrite : Access::kRead;
+      // The host's error code: I/D (bit 4) for a fetch, the host has NX.
+      const Access kind = (a.page_fault.error & 0x10) ? Access::kFetch
+                          : (a.page_fault.error & pf::W) ? Access::kWrite
+                                                          : Access::kRead;
       return resolve_page_fault(mmu::Window::kUser, a.page_fault.cr2, kind);
     }
     case ExitActionKind::kSegmentLimit:
@@ -678,7 +786,8 @@ void PcMachine::control_register_written(int cr, uint32_t old_value, uint32_t ne
   drop_unbacked();
   if (cr == 3) {
     m_mmu->load_cr3(m_vcpu.sys.cr3);  // a CR3 write flushes even when the value is the same
-    revalidate_code_pages(true);
+    m_kernel_code.revalidate(true);
+    m_user_code.mark_stale(true);
     return;
   }
   m_mmu->set_control_registers(m_vcpu.sys.cr0, m_vcpu.sys.cr3, m_vcpu.sys.cr4);
@@ -691,72 +800,27 @@ void PcMachine::control_register_written(int cr, uint32_t old_value, uint32_t ne
   // every address space of the guests bt86 runs (documented limit in
   // machine/README.md).
   const uint32_t layout_bits = cr == 0 ? (cr0::PE | cr0::PG) : cr4::PSE;
-  if ((old_value ^ new_value) & layout_bits)
+  if ((old_value ^ new_value) & layout_bits) {
     m_translator->flush();
-  else
-    revalidate_code_pages(false);
-}
-
-size_t PcMachine::read(mmu::GuestVirt va, std::span<uint8_t> out) const {
-  mmu::PagingControl pc{m_vcpu.sys.cr0, m_vcpu.sys.cr3, m_vcpu.sys.cr4};
-  size_t done = 0;
-  while (done < out.size()) {
-    const uint32_t lin = uint32_t(va.value + done);
-    mmu::Translation t = mmu::translate(*m_memory, pc, lin, Access::kFetch, false);
-    if (t.status != mmu::WalkStatus::kOk) break;
-    const size_t n = std::min<size_t>(out.size() - done, 0x1000 - (lin & 0xfff));
-    if (!m_memory->read(mmu::GuestPhys{t.phys}, out.subspan(done, n))) break;
-    done += n;
-  }
-  return done;
-}
-
-uint32_t PcMachine::phys_page(mmu::GuestVirt va) const {
-  mmu::PagingControl pc{m_vcpu.sys.cr0, m_vcpu.sys.cr3, m_vcpu.sys.cr4};
-  mmu::Translation t = mmu::translate(*m_memory, pc, uint32_t(va.value), Access::kFetch, false);
-  const uint32_t page = t.status == mmu::WalkStatus::kOk ? t.phys >> 12 : uint32_t(va.value >> 12);
-  const bool global = t.status == mmu::WalkStatus::kOk && t.global;
-  const uint32_t lin = uint32_t(va.value >> 12);
-  m_code_pages[lin] = page | (global ? kGlobalCodePage : 0);
-  if (global)
-    m_local_code_pages.erase(lin);
-  else
-    m_local_code_pages.insert(lin);
-  return page;
-}
-
-void PcMachine::revalidate_code_page(uint32_t lin_page) {
-  auto it = m_code_pages.find(lin_page);
-  if (it == m_code_pages.end()) return;
-  mmu::PagingControl pc{m_vcpu.sys.cr0, m_vcpu.sys.cr3, m_vcpu.sys.cr4};
-  mmu::Translation t = mmu::translate(*m_memory, pc, lin_page << 12, Access::kFetch, false);
-  if (t.status == mmu::WalkStatus::kOk && t.phys >> 12 == (it->second & ~kGlobalCodePage)) return;
-  m_translator->invalidate_code_page(it->second & ~kGlobalCodePage);
-  m_code_pages.erase(it);
-  m_local_code_pages.erase(lin_page);
-}
-
-void PcMachine::revalidate_code_pages(bool keep_global) {
-  std::vector<uint32_t> pages;
-  if (keep_global) {
-    pages.assign(m_local_code_pages.begin(), m_local_code_pages.end());
+    m_user_translator->flush();
+    m_kernel_code.clear();
+    m_user_code.clear();
   } else {
-    pages.reserve(m_code_pages.size());
-    for (const auto& [lin, phys] : m_code_pages) pages.push_back(lin);
+    m_kernel_code.revalidate(false);
+    m_user_code.mark_stale(false);
   }
-  for (uint32_t lin : pages) revalidate_code_page(lin);
 }
 
 std::string PcMachine::stats_text() const {
   std::string s;
   const LoopStats& l = m_stats;
   s += fmt::format(
-      "machine: translated runs {}, direct runs {}, mode switches {}, callouts {}, interpreted {}\n"
+      "machine: translated runs {}, user translated runs {} (pages not executable by the host {}), direct runs {}, mode switches {}, callouts {}, interpreted {}\n"
       "machine: interrupts {}, exceptions and int n {}, halts {} ({:.1f} ms asleep), segment fixups {}\n"
       "machine: hidden faults user {} kernel {}, true faults {} (prefaulted at the handler's iret {}), pages without RAM "
       "mapped as all-ones {}\n"
       "machine: checked kernel steps {}\n",
-      l.translated_runs, l.direct_runs, l.mode_switches, l.callouts, l.interpreted, l.interrupts, l.exceptions,
+      l.translated_runs, l.user_translated_runs, l.not_executable, l.direct_runs, l.mode_switches, l.callouts, l.interpreted, l.interrupts, l.exceptions,
       l.halts, l.halt_ns / 1e6, l.segment_fixups, l.hidden_faults_user, l.hidden_faults_kernel, l.true_faults, l.prefaults,
       l.unbacked_pages, l.checked_steps);
   const mmu::ShadowStats& ms = m_mmu->stats();
@@ -768,6 +832,14 @@ std::string PcMachine::stats_text() const {
       ms.unmap_calls, ms.pages_parked, ms.pages_unparked, ms.parked_evicted, ms.cr3_loads, ms.pages_kept, ms.full_flushes, ms.invlpgs, ms.code_pages_protected, ms.code_write_faults,
       ms.code_writes_by_cpu);
   s += m_translator->format_stats();
+  // The same counters for guest user code, each line marked.
+  const std::string user = m_user_translator->format_stats();
+  for (size_t at = 0; at < user.size();) {
+    const size_t end = user.find('\n', at);
+    s += "user " + user.substr(at, end == std::string::npos ? std::string::npos : end + 1 - at);
+    if (end == std::string::npos) break;
+    at = end + 1;
+  }
   const auto ds = m_direct->stats();
   s += fmt::format("direct: entries {}, ldt writes {}\n", ds.entries, ds.ldt_writes);
   s += fmt::format("io: unknown port reads {}, writes {}\n", m_bus.unknown_reads(), m_bus.unknown_writes());

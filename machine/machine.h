@@ -41,6 +41,10 @@ struct MachineConfig {
   std::chrono::microseconds tick_period{1000};
   // Guest bytes written to COM1.
   std::function<void(uint8_t)> serial_out;
+  // Guest user code: direct execution, translation while a process traps
+  // often (UserEnginePolicy), or always translated.
+  enum class UserCode : uint8_t { kAuto, kDirect, kTranslated };
+  UserCode user_code = UserCode::kAuto;
   // Each translated block, as text (--trace-bt).
   std::function<void(const std::string&)> trace_sink;
 };

@@ -10,7 +10,7 @@ namespace {
 
 bool takes_value(const std::string& name) {
   return name == "--memory" || name == "--initrd" || name == "--append" || name == "--log" ||
-         name == "--module";
+         name == "--module" || name == "--user-code";
 }
 
 bool known_flag(const std::string& name) {
@@ -89,6 +89,10 @@ Result<Options> Cli::parse(const std::vector<std::string>& args) {
       opt.modules.push_back(std::move(m));
     } else if (name == "--append") {
       opt.append = *value;
+    } else if (name == "--user-code") {
+      if (*value != "auto" && *value != "direct" && *value != "translated")
+        return make_error("--user-code " + *value + ": unknown mode (auto|direct|translated)");
+      opt.user_code = *value;
     } else if (name == "--log") {
       if (!valid_log_level(*value))
         return make_error("--log " + *value + ": unknown level (trace|debug|info|warn|error|off)");
@@ -106,8 +110,9 @@ std::string Cli::usage() {
   return R"(usage: bt86 [options] KERNEL
 
 Runs a 32-bit x86 guest. KERNEL is one of:
-  a Linux bzImage            (recognised; booting is not implemented yet)
-  a Multiboot v1 ELF kernel  (recognised; booting is not implemented yet)
+  a Linux bzImage            (booted in 32-bit protected mode with --initrd
+                              and --append, Linux boot protocol)
+  a Multiboot v1 ELF kernel  (with --module and --append)
   an ELF32 i386 executable   (a user program, run directly in user mode
                               with a tiny Linux-i386 int 0x80 personality)
 
@@ -118,6 +123,9 @@ options (also accepted as --opt=value):
   --module FILE[,CMDLINE]
                     a Multiboot module (repeat for more)
   --log LEVEL       trace|debug|info|warn|error|off (default warn)
+  --user-code MODE  how guest user code runs: auto (default: directly on the
+                    CPU, translated while a process enters its kernel very
+                    often), direct, or translated (always)
   --stats           print exit, translation and mapping statistics to stderr at the end
   --trace-bt        print every translated guest block beside its host code (stderr)
   --help, -h        print this help and exit

@@ -29,6 +29,9 @@ struct Options {
   std::optional<std::string> append;
   std::string log_level = "warn";
   std::vector<Module> modules;
+  // Guest user code: "auto" (direct, translated while a process traps
+  // often), "direct" or "translated" (always).
+  std::string user_code = "auto";
   bool stats = false;
   bool trace_bt = false;
   bool help = false;

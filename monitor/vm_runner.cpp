@@ -111,6 +111,9 @@ int run_vm(const Options& options, const KernelImage& image) {
 
   machine::MachineConfig config;
   config.memory_mib = options.memory_mib;
+  config.user_code = options.user_code == "direct"       ? machine::MachineConfig::UserCode::kDirect
+                     : options.user_code == "translated" ? machine::MachineConfig::UserCode::kTranslated
+                                                         : machine::MachineConfig::UserCode::kAuto;
   config.serial_out = [&](uint8_t byte) {
     con.write(byte);
     if (!is_linux || watched) return;

@@ -265,16 +265,20 @@ Classified Classifier::classify_inner(BlockInsn& out) {
         return kind(out, InsnKind::kPopSp);
       return kind(out, InsnKind::kPop);
     case ZYDIS_MNEMONIC_PUSHF: case ZYDIS_MNEMONIC_PUSHFD:
+      if (m_opt.user_mode) return callout_or_stop(out, "flags at CPL 3: ");
       use(Seg::SS);
       return kind(out, InsnKind::kPushfd);
     case ZYDIS_MNEMONIC_POPF: case ZYDIS_MNEMONIC_POPFD:
+      if (m_opt.user_mode) return callout_or_stop(out, "flags at CPL 3: ");
       use(Seg::SS);
       return kind(out, InsnKind::kPopfd);
     case ZYDIS_MNEMONIC_RDTSC:
       if (m_opt.inline_rdtsc) return kind(out, InsnKind::kRdtsc);
       break;
-    case ZYDIS_MNEMONIC_CLI: return kind(out, InsnKind::kCli);
-    case ZYDIS_MNEMONIC_STI: return kind(out, InsnKind::kSti);
+    case ZYDIS_MNEMONIC_CLI:
+    case ZYDIS_MNEMONIC_STI:
+      if (m_opt.user_mode) return callout_or_stop(out, "IF at CPL 3: ");
+      return kind(out, i.mnemonic == ZYDIS_MNEMONIC_CLI ? InsnKind::kCli : InsnKind::kSti);
     case ZYDIS_MNEMONIC_PUSHA: case ZYDIS_MNEMONIC_PUSHAD:
       use(Seg::SS);
       return kind(out, InsnKind::kPusha);
@@ -499,7 +503,7 @@ DecodedBlock build_block(const GuestCodeReader& reader, uint32_t eip, const Buil
     if (n == 0 || !decode32({buf.data(), n}, uint32_t(at), insn.guest)) {
       block.insns.pop_back();
       block.end = BlockEnd::kStop;
-      block.stop_reason = n == 0 ? "code not readable" : "undecodable";
+      block.stop_reason = n == 0 ? kCodeNotReadable : "undecodable";
       break;
     }
     // An instruction that crosses into the next page starts a block of its own.

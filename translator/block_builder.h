@@ -131,12 +131,21 @@ struct BuildOptions {
   // remembers the selector and its descriptor is unchanged, and calls out
   // otherwise. CPL 0 only (the entries were filled at CPL 0).
   bool fast_segment_loads = false;
+  // CPL 3 code (TranslatorConfig::user_mode): pushf, popf, cli and sti call
+  // out, because what they do with IF and IOPL depends on CPL and IOPL (SDM
+  // vol. 2, POPF; vol. 1, 3.4.3.3), which the CPU model knows. Needs callouts.
+  bool user_mode = false;
 };
 
 // An instruction that may raise #NM or #UD because of CR0.TS/EM/MP or
 // CR4.OSFXSR (SDM vol. 3, table 2-2; vol. 2 "Protected Mode Exceptions"):
 // x87 (fwait included), MMX, fxsave/fxrstor and SSE..SSE4.
 bool fpu_state_insn(const ZydisDecodedInstruction& i);
+
+// DecodedBlock::stop_reason when not even the first byte could be read (the
+// page is not present, or not accessible at the translator's privilege):
+// the guest may make it readable at any time, so this is never cached.
+inline constexpr const char* kCodeNotReadable = "code not readable";
 
 DecodedBlock build_block(const GuestCodeReader& reader, uint32_t eip, const BuildOptions& options);
 

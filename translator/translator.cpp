@@ -370,6 +370,7 @@ void Translator::record_seg_load(const runtime::CpuState& cpu, const CalloutInsn
 
 void Translator::drop_blocks() {
   m_blocks.clear();
+  m_detached.clear();
   m_callouts.clear();
   m_seg_used = 0;
   m_seg_flat = 0;
@@ -435,6 +436,11 @@ void Translator::drop_block(Block* b) {
 }
 
 void Translator::invalidate_code_page(uint32_t phys_page) {
+  if (auto d = m_detached.find(phys_page); d != m_detached.end()) {
+    std::vector<Block*> victims = std::move(d->second);
+    m_detached.erase(d);
+    for (Block* b : victims) drop_block(b);
+  }
   auto it = m_pages.find(phys_page);
   if (it == m_pages.end()) return;
   std::vector<Block*> victims = std::move(it->second);
@@ -452,6 +458,85 @@ void Translator::invalidate_code_page(uint32_t phys_page) {
     for (uint8_t i = 0; i < f->page_count; ++i)
       if (f->pages[i] == phys_page) m_step_eip = m_fault_eip;
   }
+}
+
+// Makes b unreachable from translated code and the dispatcher: chained
+// jumps into it, its lookup slot, the EIP map. Its own links stay (their
+// targets' incoming lists know them, so they are undone if a target goes).
+void Translator::unreach(Block* b) {
+  for (const IncomingLink& in : b->incoming) {
+    Block* from = in.from;
+    if (from->dead) continue;
+    ExitSite& site = from->exits[in.exit_index];
+    if (!site.linked) continue;
+    unlinked_site_bytes(site.target_eip, const_cast<uint8_t*>(from->host) + site.host_offset);
+    patch_branch_rel(*from, site, reinterpret_cast<uint64_t>(from->host) + site.host_offset);
+    site.linked = false;
+    ++m_stats.chain_unlinks;
+  }
+  b->incoming.clear();
+  if (b->host) {
+    LookupEntry& e = m_ctx->lookup[b->guest_eip & 0xffff];
+    if (e.host == reinterpret_cast<uint64_t>(b->entry())) e = LookupEntry{0, 0, m_miss_stub};
+  }
+  if (auto it = m_blocks.find(b->guest_eip); it != m_blocks.end() && it->second == b) m_blocks.erase(it);
+}
+
+void Translator::detach_code_page(uint32_t phys_page) {
+  auto it = m_pages.find(phys_page);
+  if (it == m_pages.end()) return;
+  std::vector<Block*> blocks = std::move(it->second);
+  m_pages.erase(it);
+  std::vector<Block*>& kept = m_detached[phys_page];
+  for (Block* b : blocks) {
+    unreach(b);
+    kept.push_back(b);
+    ++m_stats.blocks_detached;
+  }
+  // The fault that may be pending inside one of them is the owner's to
+  // retry: the dispatcher finds (or re-translates) the block again.
+}
+
+// A detached block for eip whose page(s) the guest maps to the same frames
+// again: back in the maps, as it was (its bytes cannot have changed: a write
+// to its page drops it). nullptr if there is none.
+Block* Translator::reattach(uint32_t eip) {
+  if (m_detached.empty()) return nullptr;
+  // phys_page() does not tell a failed walk from a frame: a readable byte does.
+  uint8_t probe;
+  if (m_code->read(mmu::GuestVirt(eip), std::span<uint8_t>(&probe, 1)) != 1) return nullptr;
+  const uint32_t page = m_code->phys_page(mmu::GuestVirt(eip));
+  auto it = m_detached.find(page);
+  if (it == m_detached.end()) return nullptr;
+  std::vector<Block*>& list = it->second;
+  for (size_t k = 0; k < list.size(); ++k) {
+    Block* b = list[k];
+    if (b->dead || b->guest_eip != eip || b->pages[0] != page) continue;
+    if (b->page_count == 2) {
+      const uint32_t last = b->guest_end - 1;
+      if (m_code->read(mmu::GuestVirt(last), std::span<uint8_t>(&probe, 1)) != 1 ||
+          m_code->phys_page(mmu::GuestVirt(last)) != b->pages[1])
+        continue;
+    }
+    list.erase(list.begin() + ptrdiff_t(k));
+    if (list.empty()) m_detached.erase(it);
+    if (b->page_count == 2) {
+      if (auto o = m_detached.find(b->pages[1]); o != m_detached.end()) {
+        std::erase(o->second, b);
+        if (o->second.empty()) m_detached.erase(o);
+      }
+    }
+    m_blocks[eip] = b;
+    for (uint8_t i = 0; i < b->page_count; ++i) {
+      auto& pl = m_pages[b->pages[i]];
+      if (std::find(pl.begin(), pl.end(), b) != pl.end()) continue;
+      pl.push_back(b);
+      if (pl.size() == 1 && m_on_code_page) m_on_code_page(b->pages[i]);
+    }
+    ++m_stats.blocks_reattached;
+    return b;
+  }
+  return nullptr;
 }
 
 void Translator::try_link(uint64_t site_return, uint32_t target_eip, const runtime::CpuState& cpu) {
@@ -482,6 +567,8 @@ void Translator::flush() {
 }
 
 Result<const Block*> Translator::translate(uint32_t eip, bool ephemeral, bool unchecked) {
+  if (!ephemeral)
+    if (Block* b = reattach(eip)) return b;
   BuildOptions options;
   options.max_insns = ephemeral ? 1 : m_config.max_block_insns;
   options.seg_base = m_seg_base;
@@ -492,6 +579,7 @@ Result<const Block*> Translator::translate(uint32_t eip, bool ephemeral, bool un
   options.fpu_checked = m_fpu_checked && !unchecked;
   // Not in run_one(): the owner's checked step calls out for every load.
   options.fast_segment_loads = m_config.fast_segment_loads && !unchecked;
+  options.user_mode = m_config.user_mode;
   DecodedBlock decoded = build_block(*m_code, eip, options);
   if (!ephemeral) {
     m_seg_used |= decoded.seg_used;
@@ -501,6 +589,16 @@ Result<const Block*> Translator::translate(uint32_t eip, bool ephemeral, bool un
   if (decoded.end == BlockEnd::kStop) {
     if (m_stats.stops[decoded.stop_reason]++ == 0)
       log::get("translator")->debug("block ends before {:#x}: {}", decoded.end_eip, decoded.stop_reason);
+  }
+  if (decoded.insns.empty() && decoded.end == BlockEnd::kStop && decoded.stop_reason == kCodeNotReadable) {
+    // The guest's #PF handler will make it present (user code is demand
+    // paged): answered, not remembered, and nothing allocated per miss.
+    m_unreadable = Block{};
+    m_unreadable.guest_eip = m_unreadable.guest_end = eip;
+    m_unreadable.end = BlockEnd::kStop;
+    m_unreadable.stop_reason = kCodeNotReadable;
+    m_unreadable.ephemeral = true;
+    return &m_unreadable;
   }
   auto block = std::make_unique<Block>();
   if (decoded.insns.empty() && decoded.end == BlockEnd::kStop) {
@@ -747,7 +845,13 @@ bool Translator::on_tc_fault(void* opaque, int signo, siginfo_t* si, ucontext_t*
         // SDM vol. 3 §4.7: P (bit 0), W/R (bit 1), I/D (bit 4). The host U
         // bit is always set (the host runs us in user mode); the guest is at
         // CPL 0. Every guest access is GS-relative into the window.
-        if (addr - ctx.window_base >= (uint64_t(1) << 32)) return false;
+        if (addr - ctx.window_base >= (uint64_t(1) << 32)) {
+          // Off the window: a string instruction whose 64-bit pointers
+          // (expand_misc.cpp) walked past either end, into the guard areas
+          // the owner reserves. The guest's 32-bit ESI/EDI would wrap
+          // instead; it gets #GP(0), not a crash of bt86 (README "Known gaps").
+          break;
+        }
         vector = 14;
         error = uint32_t(err & 0x13);
         if (signo == SIGBUS) error |= 1;
@@ -870,6 +974,8 @@ std::string Translator::format_stats() const {
   out += fmt::format("  TC flushes          {} (full) + {} (flush())\n", s.tc_flushes, s.invalidations);
   out += fmt::format("  code page invalidations {} ({} blocks dropped, {} uncached steps)\n",
                      s.code_page_invalidations, s.blocks_dropped, s.uncached_steps);
+  out += fmt::format("  blocks detached     {} (page remapped; {} found again instead of translated)\n",
+                     s.blocks_detached, s.blocks_reattached);
   out += fmt::format("  checked steps       {} (one instruction at a time for the owner: run_one)\n",
                      s.unchecked_steps);
   if (m_config.fast_segment_loads)

@@ -54,6 +54,12 @@ struct TranslatorConfig {
   // current with set_gdt(). Only for a translator that runs CPL 0 code in
   // protected mode: the remembered results are those of CPL 0 loads.
   bool fast_segment_loads = false;
+  // Guest CPL 3 code (the user-mode translator of the machine, window_base =
+  // the user window): pushf/popf/cli/sti become callouts (BuildOptions::
+  // user_mode). Everything privileged already calls out and the CPU model
+  // applies CPL 3 rules. Do not set_inline_rdtsc() on such a translator:
+  // CR4.TSD makes rdtsc fault at CPL 3.
+  bool user_mode = false;
 };
 
 struct TranslatorStats {
@@ -72,6 +78,8 @@ struct TranslatorStats {
   uint64_t guest_faults = 0;      // host faults in translated code turned into guest faults
   uint64_t code_page_invalidations = 0;  // invalidate_code_page() calls that dropped blocks
   uint64_t blocks_dropped = 0;    // blocks dropped by invalidate_code_page()
+  uint64_t blocks_detached = 0;   // blocks set aside by detach_code_page()
+  uint64_t blocks_reattached = 0; // detached blocks found again instead of translating
   uint64_t uncached_steps = 0;    // one-instruction blocks run after a write to their own page
   uint64_t unchecked_steps = 0;   // run_one() calls
   uint64_t insns_by_kind[kInsnKindCount] = {};  // translated guest instructions, by InsnKind
@@ -184,6 +192,15 @@ class Translator {
   // re-register the page (so a store into its own page completes), then
   // carries on normally. A page without blocks is a no-op.
   void invalidate_code_page(uint32_t phys_page);
+  // The guest no longer maps phys_page where blocks were made from it (the
+  // owner saw a CR3 load or INVLPG change the binding), but its bytes did
+  // not change: its blocks become unreachable (links into them undone,
+  // lookup slots emptied, out of the EIP map) but are kept. When code at the
+  // same linear EIP is needed again and the guest maps the same frame(s)
+  // there, the block comes back instead of a new translation (a forked
+  // child's exit unmaps the frames its parent runs; the parent maps them
+  // again). A write to the page (invalidate_code_page) drops them for good.
+  void detach_code_page(uint32_t phys_page);
   // Called when a guest physical page gets its first block (again, after an
   // invalidation): the owner write-protects it and calls invalidate_code_page
   // when the guest writes to it.
@@ -207,6 +224,8 @@ class Translator {
   void sync_segments(const runtime::CpuState& cpu);
   void drop_blocks();
   void drop_block(Block* b);
+  void unreach(Block* b);
+  Block* reattach(uint32_t eip);
   void try_link(uint64_t site_return, uint32_t target_eip, const runtime::CpuState& cpu);
   void fill_lookup(uint32_t eip, const Block& b);
   void clear_lookup();
@@ -245,9 +264,11 @@ class Translator {
   // bump-allocated): the fault handler binary-searches it without allocating.
   // Dropped blocks stay (their code may still be on the stack of a fault).
   std::vector<std::unique_ptr<Block>> m_owned;
+  Block m_unreadable;  // the answer for code that cannot be read (never cached)
   std::vector<Block*> m_by_host;
   std::unordered_map<uint32_t, Block*> m_blocks;  // live blocks by guest EIP
   std::unordered_map<uint32_t, std::vector<Block*>> m_pages;  // live blocks by guest physical page
+  std::unordered_map<uint32_t, std::vector<Block*>> m_detached;  // detached blocks by guest physical page
   std::vector<uint16_t> m_lookup_used;  // lookup slots written since the last clear
   uint64_t m_generation = 0;            // bumped whenever blocks are freed (flush)
   std::optional<uint32_t> m_step_eip;   // run this EIP as an uncached one-instruction block next

@@ -501,5 +501,122 @@ TEST_F(Callouts, RoundTripCost) {
   std::printf("callout round trip: %.0f ns (%u callouts, each followed by a 2-instruction block)\n", ns / kN, kN);
 }
 
+// CPL 3 (TranslatorConfig::user_mode): pushf, popf, cli and sti depend on
+// CPL and IOPL, so they reach the handler instead of the inline virtual IF.
+INTEL(flag_insns, "mov eax, 1\n cli\n sti\n pushfd\n popfd\n pushfw\n popfw\n hlt\n")
+
+TEST_F(Callouts, UserModeCallsOutForFlagInstructions) {
+  translator::TranslatorConfig config;
+  config.user_mode = true;
+  auto t = translator::Translator::create(config, *reader);
+  ASSERT_TRUE(t.ok());
+  tr = std::move(t.value());
+  tr->set_callout_handler(&handler);
+  auto r = run(snippet_flag_insns());
+  EXPECT_EQ(r.stop, RunStop::kCallout) << r.detail;
+  const std::vector<ZydisMnemonic> expected = {ZYDIS_MNEMONIC_CLI,   ZYDIS_MNEMONIC_STI,  ZYDIS_MNEMONIC_PUSHFD,
+                                               ZYDIS_MNEMONIC_POPFD, ZYDIS_MNEMONIC_PUSHF, ZYDIS_MNEMONIC_POPF,
+                                               ZYDIS_MNEMONIC_HLT};
+  EXPECT_EQ(handler.mnemonics, expected);
+  EXPECT_EQ(cpu.reg(EAX), 1u);
+}
+
+TEST_F(Callouts, KernelModeRunsFlagInstructionsInline) {
+  auto r = run(snippet_flag_insns());
+  EXPECT_EQ(r.stop, RunStop::kCallout) << r.detail;
+  EXPECT_EQ(handler.mnemonics, std::vector<ZydisMnemonic>{ZYDIS_MNEMONIC_HLT});
+}
+
+// Code whose page the test can make unreadable or move to another frame, as
+// a guest's page tables would (CodeView in the machine).
+class RemappableReader final : public translator::GuestCodeReader {
+ public:
+  explicit RemappableReader(const translator::GuestCodeReader& inner) : m_inner(&inner) {}
+  size_t read(mmu::GuestVirt va, std::span<uint8_t> out) const override {
+    return readable ? m_inner->read(va, out) : 0;
+  }
+  uint32_t phys_page(mmu::GuestVirt va) const override { return uint32_t(va.value >> 12) + frame_offset; }
+  bool readable = true;
+  uint32_t frame_offset = 0;
+
+ private:
+  const translator::GuestCodeReader* m_inner;
+};
+
+INTEL(remap_loop, "1: inc ebx\n dec esi\n jnz 1b\n hlt\n")
+
+class RemapTest : public Callouts {
+ protected:
+  void SetUp() override {
+    Callouts::SetUp();
+    remap = std::make_unique<RemappableReader>(*reader);
+    auto t = translator::Translator::create({}, *remap);
+    ASSERT_TRUE(t.ok());
+    tr = std::move(t.value());
+    tr->set_callout_handler(&handler);
+  }
+  std::unique_ptr<RemappableReader> remap;
+};
+
+// Code that cannot be read (a page not present yet) is answered, not
+// remembered: once the guest makes it present, it runs.
+TEST_F(RemapTest, UnreadableCodeIsNotCached) {
+  remap->readable = false;
+  cpu.reg(ESI) = 3;
+  auto r = run(snippet_remap_loop());
+  EXPECT_EQ(r.stop, RunStop::kNeedsInterpretation);
+  EXPECT_EQ(r.detail, translator::kCodeNotReadable);
+  remap->readable = true;
+  cpu.reg(ESI) = 3;
+  r = tr->run(cpu, 1000);
+  EXPECT_EQ(r.stop, RunStop::kCallout) << r.detail;
+  EXPECT_EQ(r.detail, "hlt");
+  EXPECT_EQ(cpu.reg(EBX), 3u);
+}
+
+// A detached page's blocks come back when the same frame is mapped at the
+// same address again, and are translated anew when another frame is.
+TEST_F(RemapTest, DetachedBlocksComeBackForTheSameFrame) {
+  cpu.reg(ESI) = 2;
+  auto r = run(snippet_remap_loop());
+  ASSERT_EQ(r.stop, RunStop::kCallout) << r.detail;
+  const uint64_t translated = tr->stats().blocks_translated;
+  const translator::Block* before = tr->block_at(kCode, cpu);
+  ASSERT_NE(before, nullptr);
+
+  tr->detach_code_page(kCode >> 12);
+  EXPECT_GT(tr->stats().blocks_detached, 0u);
+  cpu.eip = kCode;
+  cpu.reg(ESI) = 2;
+  r = tr->run(cpu, 1000);
+  ASSERT_EQ(r.stop, RunStop::kCallout) << r.detail;
+  EXPECT_EQ(tr->stats().blocks_translated, translated);  // nothing translated again
+  EXPECT_GT(tr->stats().blocks_reattached, 0u);
+  EXPECT_EQ(tr->block_at(kCode, cpu), before);
+
+  // Another frame at the same address: new translations.
+  tr->detach_code_page(kCode >> 12);
+  remap->frame_offset = 0x100;
+  cpu.eip = kCode;
+  cpu.reg(ESI) = 2;
+  r = tr->run(cpu, 1000);
+  ASSERT_EQ(r.stop, RunStop::kCallout) << r.detail;
+  EXPECT_GT(tr->stats().blocks_translated, translated);
+  EXPECT_NE(tr->block_at(kCode, cpu), before);
+
+  // A write to the old frame drops its detached blocks for good: mapping it
+  // back translates again.
+  tr->detach_code_page((kCode >> 12) + 0x100);
+  tr->invalidate_code_page(kCode >> 12);
+  remap->frame_offset = 0;
+  const uint64_t translated2 = tr->stats().blocks_translated;
+  cpu.eip = kCode;
+  cpu.reg(ESI) = 2;
+  r = tr->run(cpu, 1000);
+  ASSERT_EQ(r.stop, RunStop::kCallout) << r.detail;
+  EXPECT_GT(tr->stats().blocks_translated, translated2);
+  EXPECT_EQ(cpu.reg(EBX), 8u);  // the loop ran twice in each of the four runs
+}
+
 }  // namespace
 }  // namespace bt86::test

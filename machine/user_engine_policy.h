@@ -1,0 +1,83 @@
+// UserEnginePolicy: which engine runs guest user code (CPL 3) next.
+//
+// Direct execution runs user code at native speed, but every way out of it
+// is a host signal: a guest system call (int 0x80) costs ~10 µs here
+// (DESIGN.md §2) against ~0.2 µs natively. Translated user code runs at
+// 1.1-1.4x native (README, translator ratios) and its int 0x80 is a callout:
+// a call, not a signal. So a process that enters the kernel often is better
+// translated, and one that computes for long stretches is better direct.
+//
+// The policy measures each user stint (from entering CPL 3 to the next entry
+// into the kernel: system call, exception or interrupt) and keeps a moving
+// average per address space (CR3). A stint under `translate_below_ns` on
+// average means the traps dominate: translate. A stint longer than
+// `reset_above_ns` (a compute phase, ended by the timer) sets the average at
+// once, so a process that starts computing goes back to direct execution
+// after one timer tick. Address spaces not seen yet start translated (a new
+// process usually begins with system calls; a wrong guess costs one tick of
+// translated execution). CR3 values are reused by the guest: the table is a
+// hint, never a correctness matter: both engines run every user instruction
+// exactly.
+#pragma once
+
+#include <array>
+#include <cstdint>
+
+namespace bt86::machine {
+
+struct UserEnginePolicyConfig {
+  uint64_t translate_below_ns = 40000;
+  uint64_t reset_above_ns = 200000;
+  bool enabled = true;  // false: always direct (bt86 --user-code direct)
+  bool always = false;  // always translated (bt86 --user-code translated)
+};
+
+class UserEnginePolicy {
+ public:
+  explicit UserEnginePolicy(const UserEnginePolicyConfig& config = {}) : m_config(config) {}
+
+  // Guest user code starts a stint in address space cr3 at now_ns.
+  void user_entered(uint32_t cr3, uint64_t now_ns) {
+    m_slot = &slot(cr3);
+    m_entered_ns = now_ns;
+  }
+  // The stint ended (the guest entered its kernel) at now_ns.
+  void user_left(uint64_t now_ns) {
+    if (!m_slot) return;
+    const uint64_t stint = now_ns - m_entered_ns;
+    if (stint >= m_config.reset_above_ns)
+      m_slot->average_ns = stint;
+    else
+      m_slot->average_ns = (3 * m_slot->average_ns + stint) / 4;
+    m_slot = nullptr;
+  }
+  // Whether the current stint should run translated.
+  bool translate() const {
+    return m_config.enabled && (m_config.always || (m_slot && m_slot->average_ns < m_config.translate_below_ns));
+  }
+  // The average stint of an address space (tests, --stats).
+  uint64_t average_ns(uint32_t cr3) const {
+    const Slot& s = m_slots[index(cr3)];
+    return s.cr3 == cr3 ? s.average_ns : 0;
+  }
+
+ private:
+  struct Slot {
+    uint32_t cr3 = UINT32_MAX;  // no page directory is at 0xffffffff (4 KiB aligned)
+    uint64_t average_ns = 0;
+  };
+  static uint32_t index(uint32_t cr3) { return (cr3 >> 12) % kSlots; }
+  Slot& slot(uint32_t cr3) {
+    Slot& s = m_slots[index(cr3)];
+    if (s.cr3 != cr3) s = Slot{cr3, 0};
+    return s;
+  }
+
+  static constexpr uint32_t kSlots = 64;
+  UserEnginePolicyConfig m_config;
+  std::array<Slot, kSlots> m_slots{};
+  Slot* m_slot = nullptr;
+  uint64_t m_entered_ns = 0;
+};
+
+}  // namespace bt86::machine

@@ -1,0 +1,73 @@
+// UserEnginePolicy: which engine runs guest user code, from how long its
+// stints between kernel entries last.
+#include "machine/user_engine_policy.h"
+
+#include <gtest/gtest.h>
+
+namespace bt86::machine {
+namespace {
+
+constexpr uint32_t kCr3a = 0x1000, kCr3b = 0x2000;
+
+// A stint of `ns` in address space cr3, starting at *now.
+void stint(UserEnginePolicy& p, uint32_t cr3, uint64_t ns, uint64_t& now) {
+  p.user_entered(cr3, now);
+  now += ns;
+  p.user_left(now);
+}
+
+TEST(UserEnginePolicy, NewAddressSpacesStartTranslated) {
+  UserEnginePolicy p;
+  p.user_entered(kCr3a, 0);
+  EXPECT_TRUE(p.translate());
+}
+
+TEST(UserEnginePolicy, AComputePhaseGoesDirectAfterOneLongStint) {
+  UserEnginePolicy p;
+  uint64_t now = 0;
+  stint(p, kCr3a, 1'000'000, now);  // ran a whole timer tick without a system call
+  p.user_entered(kCr3a, now);
+  EXPECT_FALSE(p.translate());
+  EXPECT_EQ(p.average_ns(kCr3a), 1'000'000u);
+}
+
+TEST(UserEnginePolicy, FrequentTrapsBringTranslationBack) {
+  UserEnginePolicy p;
+  uint64_t now = 0;
+  stint(p, kCr3a, 1'000'000, now);
+  int stints = 0;
+  for (;;) {
+    p.user_entered(kCr3a, now);
+    if (p.translate()) break;
+    now += 1000;  // 1 µs between system calls
+    p.user_left(now);
+    ASSERT_LT(++stints, 40) << "never switched back to translation";
+  }
+  EXPECT_GT(stints, 3);  // an average, not the last sample
+}
+
+TEST(UserEnginePolicy, AddressSpacesAreTrackedApart) {
+  UserEnginePolicy p;
+  uint64_t now = 0;
+  stint(p, kCr3a, 1'000'000, now);
+  stint(p, kCr3b, 500, now);
+  p.user_entered(kCr3b, now);
+  EXPECT_TRUE(p.translate());
+  p.user_left(now + 10);
+  p.user_entered(kCr3a, now);
+  EXPECT_FALSE(p.translate());
+}
+
+TEST(UserEnginePolicy, ModesOverrideTheMeasurement) {
+  UserEnginePolicy direct({.enabled = false});
+  direct.user_entered(kCr3a, 0);
+  EXPECT_FALSE(direct.translate());
+  UserEnginePolicy always({.always = true});
+  uint64_t now = 0;
+  stint(always, kCr3a, 10'000'000, now);
+  always.user_entered(kCr3a, now);
+  EXPECT_TRUE(always.translate());
+}
+
+}  // namespace
+}  // namespace bt86::machine
