@@ -2,10 +2,12 @@
 # Boots Debian's i386 kernel with the busybox initramfs under bt86, types
 # commands into the serial console through a pipe (bt86's non-interactive
 # console mode) and checks their output (issue 5 item 5).
-# Usage: boot_test.sh BT86 GUEST_DIR
+# Usage: boot_test.sh BT86 GUEST_DIR [extra bt86 options...]
 set -uo pipefail
 bt86=$1
 guest=$2
+shift 2
+extra=("$@")
 root=$(cd "$(dirname "$0")/../.." && pwd)
 mkdir -p "$guest"
 if ! "$root/samples/linux/make-image.sh" "$guest" >/dev/null 2>"$guest/make.log"; then
@@ -18,7 +20,7 @@ trap 'rm -rf "$work"; kill $pid 2>/dev/null' EXIT
 # OUT; sets pid. Usage: boot MEMORY IN OUT TIMEOUT
 boot() {
   mkfifo "$2"
-  timeout "$4" "$bt86" --memory "$1" --initrd "$guest/initrd.cpio.gz" --append "console=ttyS0 quiet" \
+  timeout "$4" "$bt86" "${extra[@]}" --memory "$1" --initrd "$guest/initrd.cpio.gz" --append "console=ttyS0 quiet" \
     "$guest/vmlinuz" <"$2" >"$3" 2>&1 &
   pid=$!
 }

@@ -17,17 +17,19 @@ TEST(Cli, Defaults) {
   EXPECT_FALSE(o->stats);
   EXPECT_FALSE(o->initrd);
   EXPECT_FALSE(o->append);
+  EXPECT_EQ(o->user_code, "auto");
 }
 
 TEST(Cli, AllOptionsBothSpellings) {
   auto o = parse({"--memory", "64", "--initrd=rd.img", "--append", "console=ttyS0 quiet", "--log=debug",
-                  "--stats", "bzImage"});
+                  "--stats", "--user-code", "translated", "bzImage"});
   ASSERT_TRUE(o.ok()) << o.error().message;
   EXPECT_EQ(o->memory_mib, 64u);
   EXPECT_EQ(*o->initrd, "rd.img");
   EXPECT_EQ(*o->append, "console=ttyS0 quiet");
   EXPECT_EQ(o->log_level, "debug");
   EXPECT_TRUE(o->stats);
+  EXPECT_EQ(o->user_code, "translated");
   EXPECT_EQ(o->kernel, "bzImage");
 }
 
@@ -59,6 +61,7 @@ TEST(Cli, Errors) {
       {{"--bogus=1", "k"}, "--bogus"},
       {{"k", "--memory"}, "--memory"},
       {{"--log", "loud", "k"}, "loud"},
+      {{"--user-code=fast", "k"}, "fast"},
       {{"--stats=yes", "k"}, "--stats"},
       {{"k1", "k2"}, "k2"},
   };
@@ -75,7 +78,7 @@ TEST(Cli, HelpWinsAndUsageListsStatuses) {
   EXPECT_TRUE(o->help);
   EXPECT_TRUE(parse({"-h", "k"})->help);
   const std::string usage = Cli::usage();
-  for (const char* word : {"--memory", "--initrd", "--append", "--log", "--stats", "exit status", "guest error"})
+  for (const char* word : {"--memory", "--initrd", "--append", "--log", "--stats", "--user-code", "exit status", "guest error"})
     EXPECT_NE(usage.find(word), std::string::npos) << word;
 }
 
