@@ -184,7 +184,10 @@ class PcMachine final : public Machine,
   CodeView m_user_code{m_vcpu, true};
   UserEnginePolicy m_user_policy;
   uint8_t m_policy_cpl = 0;           // the CPL the policy last saw (track_user_stints)
-  bool m_translate_user_next = false;  // the last direct run stopped at a page the host must not execute
+  bool m_translate_user_next = false;
+  // The guest left user code for a page fault or an external interrupt,
+  // which cost the same in both engines (the policy's stint goes on).
+  bool m_user_exit_neutral = false;  // the last direct run stopped at a page the host must not execute
   uint64_t m_now_ns = 0;              // the loop's clock at this pass (service_devices)
   std::vector<void*> m_guards;
   std::vector<uint32_t> m_unbacked;  // kernel-window pages standing for physical addresses without RAM
@@ -316,6 +319,7 @@ std::optional<Stop> PcMachine::step() {
     const uint8_t vector = m_devices->pic.acknowledge();
     m_vcpu.halted = false;
     ++m_stats.interrupts;
+    if (m_vcpu.cpl == 3) m_user_exit_neutral = true;
     if (auto s = deliver_event(Event::external(vector))) return s;
   }
   if (m_vcpu.halted) {
@@ -346,7 +350,8 @@ void PcMachine::track_user_stints() {
   if (m_vcpu.cpl == 3)
     m_user_policy.user_entered(m_vcpu.sys.cr3, m_now_ns);
   else if (m_policy_cpl == 3)
-    m_user_policy.user_left(m_now_ns);
+    m_user_policy.user_left(m_now_ns, !m_user_exit_neutral);
+  m_user_exit_neutral = false;
   m_policy_cpl = m_vcpu.cpl;
 }
 
@@ -659,6 +664,7 @@ std::optional<Stop> PcMachine::resolve_page_fault(mmu::Window window, uint32_t l
       return std::nullopt;
     case mmu::HostFaultOutcome::Kind::kGuestFault:
       ++m_stats.true_faults;
+      if (window == mmu::Window::kUser) m_user_exit_neutral = true;
       m_prefault = PendingPrefault{true, window, lin, m_vcpu.regs.eip, m_vcpu.sys.cr3, kind};
       return deliver_event(Event::exception(o.fault));
     case mmu::HostFaultOutcome::Kind::kNotRam:

@@ -7,13 +7,16 @@
 // a call, not a signal. So a process that enters the kernel often is better
 // translated, and one that computes for long stretches is better direct.
 //
-// The policy measures each user stint (from entering CPL 3 to the next entry
-// into the kernel: system call, exception or interrupt) and keeps a moving
-// average per address space (CR3). A stint under `translate_below_ns` on
-// average means the traps dominate: translate. A stint longer than
-// `reset_above_ns` (a compute phase, ended by the timer) sets the average at
-// once, so a process that starts computing goes back to direct execution
-// after one timer tick. Address spaces not seen yet start translated (a new
+// The policy measures each user stint: the user time between two entries
+// into the kernel that translation makes cheaper (system calls, #GP, #UD,
+// int3: callouts in translated code, host signals in direct execution), and
+// keeps a moving average per address space (CR3). Page faults and external
+// interrupts cost the same in both engines: the stint goes on across them
+// (the kernel's time is not counted). A stint under `translate_below_ns` on
+// average means the traps dominate: translate. Once a stint passes
+// `reset_above_ns` (a compute phase) the average is set to it at once, so
+// a process that starts computing goes back to direct execution within
+// that time even if it never makes a system call. Address spaces not seen yet start translated (a new
 // process usually begins with system calls; a wrong guess costs one tick of
 // translated execution). CR3 values are reused by the guest: the table is a
 // hint, never a correctness matter: both engines run every user instruction
@@ -36,19 +39,31 @@ class UserEnginePolicy {
  public:
   explicit UserEnginePolicy(const UserEnginePolicyConfig& config = {}) : m_config(config) {}
 
-  // Guest user code starts a stint in address space cr3 at now_ns.
+  // Guest user code runs again in address space cr3 from now_ns (a stint
+  // paused by a page fault or interrupt goes on if cr3 is the same).
   void user_entered(uint32_t cr3, uint64_t now_ns) {
-    m_slot = &slot(cr3);
+    Slot* s = &slot(cr3);
+    if (s != m_paused) m_stint_ns = 0;
+    m_paused = nullptr;
+    m_slot = s;
     m_entered_ns = now_ns;
   }
-  // The stint ended (the guest entered its kernel) at now_ns.
-  void user_left(uint64_t now_ns) {
+  // The guest entered its kernel at now_ns: ends the stint if
+  // `ends_stint` (a system call or another trap translation makes cheap),
+  // else pauses it (a page fault, an external interrupt).
+  void user_left(uint64_t now_ns, bool ends_stint = true) {
     if (!m_slot) return;
-    const uint64_t stint = now_ns - m_entered_ns;
-    if (stint >= m_config.reset_above_ns)
-      m_slot->average_ns = stint;
-    else
-      m_slot->average_ns = (3 * m_slot->average_ns + stint) / 4;
+    m_stint_ns += now_ns - m_entered_ns;
+    if (m_stint_ns >= m_config.reset_above_ns) {
+      m_slot->average_ns = m_stint_ns;
+    } else if (ends_stint) {
+      m_slot->average_ns = (3 * m_slot->average_ns + m_stint_ns) / 4;
+    }
+    if (ends_stint) {
+      m_stint_ns = 0;
+    } else {
+      m_paused = m_slot;
+    }
     m_slot = nullptr;
   }
   // Whether the current stint should run translated.
@@ -76,8 +91,10 @@ class UserEnginePolicy {
   static constexpr uint32_t kSlots = 64;
   UserEnginePolicyConfig m_config;
   std::array<Slot, kSlots> m_slots{};
-  Slot* m_slot = nullptr;
+  Slot* m_slot = nullptr;    // the address space of the running stint
+  Slot* m_paused = nullptr;  // a stint paused by a page fault or interrupt
   uint64_t m_entered_ns = 0;
+  uint64_t m_stint_ns = 0;   // user time of the stint so far
 };
 
 }  // namespace bt86::machine

@@ -69,5 +69,39 @@ TEST(UserEnginePolicy, ModesOverrideTheMeasurement) {
   EXPECT_TRUE(always.translate());
 }
 
+// Page faults and interrupts cost the same in both engines: a compute
+// phase that takes many of them (first touches of its memory) is still one
+// long stint, and goes direct once it is long enough.
+TEST(UserEnginePolicy, PageFaultsDoNotEndAStint) {
+  UserEnginePolicy p;
+  uint64_t now = 0;
+  for (int i = 0; i < 100; ++i) {
+    p.user_entered(kCr3a, now);
+    now += 5000;  // 5 µs of user code, then a page fault
+    p.user_left(now, /*ends_stint=*/false);
+    now += 10000;  // the guest kernel's fault handler
+  }
+  p.user_entered(kCr3a, now);
+  EXPECT_FALSE(p.translate());
+  EXPECT_GE(p.average_ns(kCr3a), 200000u);
+}
+
+TEST(UserEnginePolicy, SystemCallsBetweenFaultsStillCount) {
+  UserEnginePolicy p;
+  uint64_t now = 0;
+  stint(p, kCr3a, 1'000'000, now);
+  for (int i = 0; i < 40; ++i) {
+    p.user_entered(kCr3a, now);
+    now += 1000;
+    p.user_left(now, false);  // a fault
+    p.user_entered(kCr3a, now + 5000);
+    now += 6000;
+    p.user_left(now, true);  // a system call: 2 µs of user time since the last one
+  }
+  p.user_entered(kCr3a, now);
+  EXPECT_TRUE(p.translate());
+  EXPECT_LT(p.average_ns(kCr3a), 40000u);
+}
+
 }  // namespace
 }  // namespace bt86::machine
