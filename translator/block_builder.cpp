@@ -306,6 +306,10 @@ Classified Classifier::classify_inner(BlockInsn& out) {
     case ZYDIS_MNEMONIC_INTO:
       if (!m_opt.callouts) return stop("into without a callout handler");
       return kind(out, InsnKind::kInto);
+    case ZYDIS_MNEMONIC_VERW:
+      // Same conditions as the segment loads: results remembered at CPL 0.
+      if (m_opt.fast_segment_loads && m_opt.callouts) return kind(out, InsnKind::kVerw);
+      break;
     case ZYDIS_MNEMONIC_MOV:
       if (is_sreg(op0)) return fast_seg_load(op0) ? seg_load(out, op0) : callout_or_stop(out, "segment load: ");
       if (is_sreg(op1)) return kind(out, InsnKind::kMovFromSreg);
@@ -461,6 +465,7 @@ const char* insn_kind_name(InsnKind kind) {
     case InsnKind::kSegBaseAtRun: return "seg-base-at-run";
     case InsnKind::kRdtsc: return "rdtsc";
     case InsnKind::kSegLoad: return "seg-load";
+    case InsnKind::kVerw: return "verw";
     case InsnKind::kJmp: return "jmp";
     case InsnKind::kJcc: return "jcc";
     case InsnKind::kCall: return "call";

@@ -47,6 +47,7 @@ enum class InsnKind : uint8_t {
   kSegBaseAtRun,     // FS/GS memory operand: the segment base is read from CpuState at run time
   kRdtsc,            // rdtsc inline: host TSC + the owner's offset (BuildOptions::inline_rdtsc)
   kSegLoad,          // mov ds/es/fs/gs, r/m16 or pop ds/es/fs/gs: inline when remembered, else callout
+  kVerw,             // verw r/m16: ZF from a remembered result when the descriptor is unchanged, else callout
   kJmp,              // direct near jmp: ends the block
   kJcc,              // direct conditional branch: ends the block
   kCall,             // direct near call: ends the block
@@ -129,7 +130,8 @@ struct BuildOptions {
   // With callouts: loads of DS, ES, FS and GS (mov sreg, r/m; pop sreg)
   // become kSegLoad, which completes inline when TranslatorContext::seg_loads
   // remembers the selector and its descriptor is unchanged, and calls out
-  // otherwise. CPL 0 only (the entries were filled at CPL 0).
+  // otherwise. verw becomes kVerw the same way (TranslatorContext::verw).
+  // CPL 0 only (the entries were filled at CPL 0).
   bool fast_segment_loads = false;
   // CPL 3 code (TranslatorConfig::user_mode): pushf, popf, cli and sti call
   // out, because what they do with IF and IOPL depends on CPL and IOPL (SDM

@@ -17,8 +17,9 @@ extern "C" void bt86_callout_entry(TranslatorContext* ctx, const CalloutInsn* si
   ++rt->total;
   const uint32_t esp_before = cpu.gpr[runtime::ESP];
   CalloutAction action = rt->handler->callout(cpu, insn);
-  if (rt->after_mov_pop && (insn.id() == ZYDIS_MNEMONIC_MOV || insn.id() == ZYDIS_MNEMONIC_POP))
-    rt->after_mov_pop(rt->after_opaque, cpu, insn, esp_before);
+  if (rt->after_segment_callout &&
+      (insn.id() == ZYDIS_MNEMONIC_MOV || insn.id() == ZYDIS_MNEMONIC_POP || insn.id() == ZYDIS_MNEMONIC_VERW))
+    rt->after_segment_callout(rt->after_opaque, cpu, insn, esp_before);
   ctx->next_eip = cpu.eip;
   if (action == CalloutAction::kStop) {
     rt->last_stop = insn.id();

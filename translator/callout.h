@@ -52,11 +52,12 @@ class CalloutRuntime {
   uint64_t count[ZYDIS_MNEMONIC_MAX_VALUE + 1] = {};
   uint64_t total = 0;
   ZydisMnemonic last_stop = ZYDIS_MNEMONIC_INVALID;  // the instruction whose handler said kStop
-  // Set: called after the handler of every mov/pop callout returned, with
-  // the guest ESP from before it (the translator remembers completed
-  // segment loads: TranslatorConfig::fast_segment_loads).
-  void (*after_mov_pop)(void* opaque, const runtime::CpuState& cpu, const CalloutInsn& insn,
-                        uint32_t esp_before) = nullptr;
+  // Set: called after the handler of every mov, pop and verw callout
+  // returned, with the guest ESP from before it (the translator remembers
+  // completed segment loads and verw results: TranslatorConfig::
+  // fast_segment_loads).
+  void (*after_segment_callout)(void* opaque, const runtime::CpuState& cpu, const CalloutInsn& insn,
+                                uint32_t esp_before) = nullptr;
   void* after_opaque = nullptr;
 
   // A site that lives until clear() (TC flush): blocks embed its address.

@@ -53,6 +53,20 @@ struct SegLoadEntry {
 };
 inline constexpr int kSegLoadWays = 4;
 
+// One remembered verw result (fast_segment_loads, README "Inline verw"):
+// verw of `selector` at CPL 0 while the 8 bytes at desc_address (in the GDT)
+// are still `desc` sets ZF to `zf`. Filled after a verw callout the CPU
+// model completed. key = 0x10000 | selector (0: empty).
+struct VerwEntry {
+  uint32_t key = 0;           //  0
+  uint32_t desc_address = 0;  //  4
+  uint64_t desc = 0;          //  8
+  uint32_t zf = 0;            // 16: 0x40 (EFLAGS.ZF) or 0
+  uint8_t no_read = 0;        // 20: null selector: ZF = 0 without a descriptor read
+  uint8_t pad_[11] = {};
+};
+inline constexpr int kVerwWays = 4;
+
 struct alignas(16) TranslatorContext {
   runtime::CpuState* cpu = nullptr;  //  0: guest registers in/out
   uint64_t host_rsp = 0;             //  8: host stack pointer at entry (restored by the exit stub)
@@ -94,6 +108,11 @@ struct alignas(16) TranslatorContext {
   uint64_t seg_fast_loads = 0;  // loads completed inline
   uint64_t seg_slow_loads = 0;  // loads the inline path left to the callout
   SegLoadEntry seg_loads[runtime::kNumSegs][kSegLoadWays];
+  // Inline verw (same GDTR and lifetime as seg_loads).
+  uint64_t verw_fast = 0;  // verw completed inline
+  uint64_t verw_slow = 0;  // verw the inline path left to the callout
+  uint8_t verw_victim = 0;
+  VerwEntry verw[kVerwWays];
 };
 
 namespace ctx_off {
@@ -119,6 +138,7 @@ static_assert(sizeof(LookupEntry) == 16);
 static_assert(sizeof(runtime::SegmentCache) == 16 && offsetof(runtime::SegmentCache, base) == 4);
 static_assert(sizeof(SegLoadEntry) == 48 && offsetof(SegLoadEntry, cache) == 16 &&
               offsetof(SegLoadEntry, null_selector) == 32 && offsetof(SegLoadEntry, checked) == 33);
+static_assert(sizeof(VerwEntry) == 32 && offsetof(VerwEntry, zf) == 16 && offsetof(VerwEntry, no_read) == 20);
 
 const char* exit_reason_name(ExitReason reason);
 

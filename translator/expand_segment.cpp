@@ -9,6 +9,12 @@
 // CPU model did the load with all its checks) and replays one when its
 // selector matches and its GDT descriptor still has the same 8 bytes.
 // Everything else goes to the callout exactly as before.
+//
+// verw (InsnKind::kVerw) works the same way: Linux runs it on every return
+// to user mode (MDS buffer clearing) on the same selector; its only effect
+// is ZF, a function of the selector, the descriptor bytes, CPL 0 and the
+// GDTR, so a remembered result (TranslatorContext::verw) is replayed while
+// the descriptor bytes are unchanged.
 #include <cstddef>
 
 #include "runtime/cpu_state.h"
@@ -146,13 +152,82 @@ Status seg_load(ExpandContext& ctx, const BlockInsn& insn) {
   return Ok{};
 }
 
+int32_t ctx_offset_of_verw(int way) {
+  return int32_t(offsetof(TranslatorContext, verw)) + way * int32_t(sizeof(VerwEntry));
+}
+
+// verw r/m16 (SDM vol. 2, VERR/VERW): ZF = 1 if the selector is non-null,
+// inside the GDT/LDT limit, a writable data segment and DPL >= max(CPL,
+// RPL); ZF = 0 otherwise; no other flag, no register changes. The callout
+// path: the CPU model reads the operand and the descriptor (either may #PF)
+// and sets ZF. This path: the operand into R13D; an entry remembered from
+// such a completed callout for this selector (recorded only for null and
+// GDT selectors, under the same GDTR, at CPL 0: set_gdt() forgets them);
+// the descriptor as it is now equal to the remembered bytes; then only ZF
+// in the saved RFLAGS image changes. The operand read and the descriptor
+// read run with the guest flags live and nothing changed, so a fault there
+// is precise (the state before the instruction), as for seg_load.
+Status verw(ExpandContext& ctx, const BlockInsn& insn) {
+  x86::Assembler& a = ctx.as();
+  const GuestInsn& g = insn.guest;
+  const ZydisDecodedOperand& src = g.ops[0];
+  if (src.type == ZYDIS_OPERAND_TYPE_REGISTER) {
+    a.movzx(x86::r13d, host_gp(reg16(src.reg.value)));
+  } else {
+    ZydisDecodedOperand m = src;
+    m.size = 16;
+    if (auto st = mem_move(ctx, m, ZYDIS_REGISTER_R13W, false); !st) return st;
+    a.movzx(x86::r13d, x86::r13w);
+  }
+  Label found = a.newLabel(), commit = a.newLabel(), miss = a.newLabel(), done = a.newLabel();
+  a.pushfq();
+  a.or_(x86::r13d, 0x10000);
+  for (int way = 0; way < kVerwWays; ++way) {
+    a.lea(x86::r14, x86::ptr(x86::r15, ctx_offset_of_verw(way)));
+    a.cmp(x86::dword_ptr(x86::r14, int32_t(offsetof(VerwEntry, key))), x86::r13d);
+    a.je(found);
+  }
+  a.jmp(miss);
+  a.bind(found);
+  a.cmp(x86::byte_ptr(x86::r14, int32_t(offsetof(VerwEntry, no_read))), 0);
+  a.jne(commit);
+  a.mov(x86::r9d, x86::dword_ptr(x86::r14, int32_t(offsetof(VerwEntry, desc_address))));
+  a.popfq();
+  x86::Mem desc = x86::qword_ptr(x86::r9d);
+  desc.setSegment(x86::gs);
+  a.mov(x86::r9, desc);
+  a.pushfq();
+  a.cmp(x86::r9, x86::qword_ptr(x86::r14, int32_t(offsetof(VerwEntry, desc))));
+  a.jne(miss);
+  // ZF (bit 6) of the saved guest flags, nothing else.
+  a.bind(commit);
+  a.and_(x86::qword_ptr(x86::rsp), ~int32_t(0x40));
+  a.mov(x86::r11d, x86::dword_ptr(x86::r14, int32_t(offsetof(VerwEntry, zf))));
+  a.or_(x86::qword_ptr(x86::rsp), x86::r11);
+  a.inc(x86::qword_ptr(x86::r15, int32_t(offsetof(TranslatorContext, verw_fast))));
+  a.popfq();
+  a.jmp(done);
+  a.bind(miss);
+  a.inc(x86::qword_ptr(x86::r15, int32_t(offsetof(TranslatorContext, verw_slow))));
+  a.popfq();
+  emit_callout(ctx, g);
+  a.bind(done);
+  return Ok{};
+}
+
 }  // namespace
 
 bool segment_kind(ExpandContext& ctx, const BlockInsn& insn, Status& result) {
   result = Ok{};
-  if (insn.kind != InsnKind::kSegLoad) return false;
-  result = seg_load(ctx, insn);
-  return true;
+  if (insn.kind == InsnKind::kSegLoad) {
+    result = seg_load(ctx, insn);
+    return true;
+  }
+  if (insn.kind == InsnKind::kVerw) {
+    result = verw(ctx, insn);
+    return true;
+  }
+  return false;
 }
 
 }  // namespace bt86::translator::expand

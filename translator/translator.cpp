@@ -119,7 +119,7 @@ Result<std::unique_ptr<Translator>> Translator::create(const TranslatorConfig& c
   t->m_hook.opaque = t.get();
   t->m_hook.on_tick = config.stop_on_host_tick ? &Translator::on_tick : nullptr;
   if (config.fast_segment_loads) {
-    t->m_callouts.after_mov_pop = &Translator::after_mov_pop;
+    t->m_callouts.after_segment_callout = &Translator::after_segment_callout;
     t->m_callouts.after_opaque = t.get();
   }
   return t;
@@ -307,6 +307,58 @@ void Translator::set_gdt(uint32_t base, uint16_t limit) {
   m_ctx->gdt_limit = limit;
   for (auto& ways : m_ctx->seg_loads)
     for (SegLoadEntry& e : ways) e = SegLoadEntry{};
+  for (VerwEntry& e : m_ctx->verw) e = VerwEntry{};
+}
+
+// After the CPU model ran a verw callout that completed at CPL 0 (cpu.eip is
+// the next instruction: no fault): remember selector -> descriptor bytes ->
+// ZF for expand_segment.cpp. Null selectors (ZF = 0 whatever the tables
+// hold) and GDT selectors inside the limit whose descriptor reads now
+// through the code reader; LDT selectors depend on the LDTR and are left
+// to the callout. The operand is read again from guest memory at its
+// effective address (verw changes no register, so the address is the one
+// the CPU model used).
+void Translator::record_verw(const runtime::CpuState& cpu, const CalloutInsn& insn) {
+  const GuestInsn& g = insn.insn;
+  if (cpu.eip != g.next_eip() || (cpu.sreg(runtime::Seg::CS).selector & 3)) return;
+  const ZydisDecodedOperand& op = g.ops[0];
+  uint16_t sel = 0;
+  if (op.type == ZYDIS_OPERAND_TYPE_REGISTER) {
+    sel = uint16_t(cpu.gpr[ZydisRegisterGetId(op.reg.value) & 7]);
+  } else if (op.type == ZYDIS_OPERAND_TYPE_MEMORY && g.insn.address_width == 32) {
+    uint32_t ea = uint32_t(op.mem.disp.value);
+    if (op.mem.base != ZYDIS_REGISTER_NONE) ea += cpu.gpr[ZydisRegisterGetId(op.mem.base) & 7];
+    if (op.mem.index != ZYDIS_REGISTER_NONE) ea += cpu.gpr[ZydisRegisterGetId(op.mem.index) & 7] * op.mem.scale;
+    ea += cpu.sreg(seg_of(op.mem.segment)).base;
+    uint8_t b[2];
+    if (m_code->read(mmu::GuestVirt(ea), b) != sizeof b) return;
+    sel = uint16_t(b[0] | (b[1] << 8));
+  } else {
+    return;
+  }
+  VerwEntry e;
+  e.key = 0x10000u | sel;
+  e.zf = cpu.eflags & 0x40;
+  if ((sel & 0xfffc) == 0) {
+    if (e.zf) return;  // not what verw of a null selector does: leave it to the CPU model
+    e.no_read = 1;
+  } else {
+    const uint32_t offset = sel & 0xfff8u;
+    if ((sel & 4) || offset + 7 > m_ctx->gdt_limit) return;
+    e.desc_address = m_ctx->gdt_base + offset;
+    if (e.desc_address > 0xfffffff8u) return;
+    uint8_t b[8];
+    if (m_code->read(mmu::GuestVirt(e.desc_address), b) != sizeof b) return;
+    std::memcpy(&e.desc, b, sizeof b);
+  }
+  int way = -1;
+  for (int i = 0; i < kVerwWays; ++i)
+    if (m_ctx->verw[i].key == e.key) way = i;
+  if (way < 0) {
+    way = m_ctx->verw_victim;
+    m_ctx->verw_victim = uint8_t((way + 1) % kVerwWays);
+  }
+  m_ctx->verw[way] = e;
 }
 
 // After the CPU model ran a mov/pop callout: if it was a load of DS, ES, FS
@@ -981,6 +1033,9 @@ std::string Translator::format_stats() const {
   if (m_config.fast_segment_loads)
     out += fmt::format("  segment loads       {} inline, {} missed (to the callout)\n", m_ctx->seg_fast_loads,
                        m_ctx->seg_slow_loads);
+  if (m_config.fast_segment_loads)
+    out += fmt::format("  verw                {} inline, {} missed (to the callout)\n", m_ctx->verw_fast,
+                       m_ctx->verw_slow);
   out += "  insns by kind:";
   for (int k = 0; k < kInsnKindCount; ++k)
     if (s.insns_by_kind[k]) out += fmt::format(" {}={}", insn_kind_name(InsnKind(k)), s.insns_by_kind[k]);

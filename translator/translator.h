@@ -50,8 +50,9 @@ struct TranslatorConfig {
   bool check_segments = false;
   // Loads of DS/ES/FS/GS (mov sreg, r/m; pop sreg) complete inline when the
   // same selector was loaded before through a callout and its GDT descriptor
-  // is unchanged (README "Fast segment loads"); the owner keeps the GDTR
-  // current with set_gdt(). Only for a translator that runs CPL 0 code in
+  // is unchanged (README "Fast segment loads"), and verw replays a
+  // remembered ZF result the same way (README "Inline verw"); the owner
+  // keeps the GDTR current with set_gdt(). Only for a translator that runs CPL 0 code in
   // protected mode: the remembered results are those of CPL 0 loads.
   bool fast_segment_loads = false;
   // Guest CPL 3 code (the user-mode translator of the machine, window_base =
@@ -235,8 +236,12 @@ class Translator {
   void set_poll_page(bool readable);
   void update_seg_pinned();
   void record_seg_load(const runtime::CpuState& cpu, const CalloutInsn& insn, uint32_t esp_before);
-  static void after_mov_pop(void* opaque, const runtime::CpuState& cpu, const CalloutInsn& insn, uint32_t esp_before) {
-    static_cast<Translator*>(opaque)->record_seg_load(cpu, insn, esp_before);
+  void record_verw(const runtime::CpuState& cpu, const CalloutInsn& insn);
+  static void after_segment_callout(void* opaque, const runtime::CpuState& cpu, const CalloutInsn& insn,
+                                    uint32_t esp_before) {
+    auto* t = static_cast<Translator*>(opaque);
+    if (insn.id() == ZYDIS_MNEMONIC_VERW) t->record_verw(cpu, insn);
+    else t->record_seg_load(cpu, insn, esp_before);
   }
 
   using EntryFn = void (*)(TranslatorContext*, const uint8_t* block);

@@ -58,6 +58,10 @@ struct LoadingHandler final : translator::CalloutHandler {
     const auto& g = insn.insn;
     cpu.eip += g.insn.length;
     if (insn.id() == ZYDIS_MNEMONIC_HLT) return CalloutAction::kStop;
+    if (insn.id() == ZYDIS_MNEMONIC_VERW) {
+      verws.push_back(g.eip);
+      return verw(cpu, g);
+    }
     loads.push_back(g.eip);
     const Seg s = translator::seg_of(g.ops[0].reg.value);
     uint16_t sel;
@@ -82,9 +86,29 @@ struct LoadingHandler final : translator::CalloutHandler {
                    (hi & (1u << 23)) ? (raw << 12) | 0xfff : raw, uint16_t(((hi >> 8) & 0xff) | ((hi >> 12) & 0xf00))};
     return CalloutAction::kContinue;
   }
+  // verw as the CPU model does it at CPL 0 (SDM vol. 2, VERR/VERW; machine/
+  // descriptors.cpp): ZF = non-null, inside the limit, writable data, DPL >=
+  // RPL. Memory operands here are [disp32] in kData (DS base 0).
+  CalloutAction verw(CpuState& cpu, const translator::GuestInsn& g) {
+    uint16_t sel;
+    if (g.ops[0].type == ZYDIS_OPERAND_TYPE_REGISTER)
+      sel = uint16_t(cpu.gpr[ZydisRegisterGetId(g.ops[0].reg.value) & 7]);
+    else
+      std::memcpy(&sel, m->data() + (uint32_t(g.ops[0].mem.disp.value) - kData), 2);
+    bool zf = false;
+    if ((sel & 0xfffc) != 0 && (sel | 7) <= limit) {
+      const uint8_t* d = m->data() + (gdt - kData) + (sel & 0xfff8);
+      const uint8_t access = d[5], dpl = (access >> 5) & 3;
+      zf = (access & 0x10) && !(access & 0x08) && (access & 0x02) && dpl >= (sel & 3);
+    }
+    cpu.eflags = zf ? cpu.eflags | 0x40 : cpu.eflags & ~0x40u;
+    return CalloutAction::kContinue;
+  }
   TestMachine* m = nullptr;
   uint32_t gdt = kGdt;
+  uint16_t limit = kGdtLimit;
   std::vector<uint32_t> loads;  // EIPs of the segment loads that reached the handler
+  std::vector<uint32_t> verws;  // EIPs of the verws that reached the handler
 };
 
 class SegmentLoads : public ::testing::Test {
@@ -116,6 +140,7 @@ class SegmentLoads : public ::testing::Test {
     cpu.sreg(Seg::CS).selector = 0x08;  // CPL 0
     cpu.reg(ESP) = kStackTop - 16;
     handler.loads.clear();
+    handler.verws.clear();
   }
   void load(std::span<const uint8_t> code) {
     std::memcpy(m->memory->host(mmu::GuestPhys(kCodePa), kRegion), code.data(), code.size());
@@ -358,6 +383,139 @@ TEST_F(SegmentLoads, OffByDefault) {
     cpu.reg(EBX) = 0x18;
     tr->run(cpu, 1000);
     EXPECT_EQ(handler.loads.size(), 1u);
+  }
+  EXPECT_EQ(fast(), 0u);
+}
+
+// verw (README "Inline verw"): Linux's MDS clearing runs `verw` on a
+// memory operand holding __KERNEL_DS on every return to user mode.
+INTEL(verw_three, "verw ax\n setz dl\n setc dh\n verw bx\n setz cl\n setc ch\n verw word ptr [0x500200]\n hlt\n")
+
+class Verw : public SegmentLoads {
+ protected:
+  // EAX = a writable data selector (ZF = 1), EBX = a code selector (ZF = 0),
+  // [kData + 0x200] = a null selector (ZF = 0); CF set, ZF clear before.
+  void prime(uint16_t ax = 0x18, uint16_t bx = 0x08, uint16_t mem = 0) {
+    cpu.reg(EAX) = ax;
+    cpu.reg(EBX) = bx;
+    std::memcpy(m->data() + 0x200, &mem, 2);
+    cpu.eflags = (cpu.eflags & ~0x8d5u) | 0x1 | 0x80 | 0x800;  // CF SF OF set, ZF clear
+  }
+  uint64_t fast() const { return tr->context().verw_fast; }
+};
+
+TEST_F(Verw, SecondRunSetsOnlyZfInlineFromTheRememberedResults) {
+  load(snippet_verw_three());
+  prime();
+  auto r = tr->run(cpu, 1000);
+  ASSERT_EQ(r.stop, RunStop::kCallout) << r.detail;
+  EXPECT_EQ(handler.verws.size(), 3u);
+  const CpuState first = cpu;
+  EXPECT_EQ(first.reg(EDX) & 0xffff, 0x0101u);  // ZF = 1, CF still 1
+  EXPECT_EQ(first.reg(ECX) & 0xffff, 0x0100u);  // ZF = 0, CF still 1
+  EXPECT_EQ(first.eflags & 0x8d5u, 0x881u);     // after the null: ZF = 0, CF SF OF kept
+
+  reset();
+  prime();
+  r = tr->run(cpu, 1000);
+  ASSERT_EQ(r.stop, RunStop::kCallout) << r.detail;
+  EXPECT_TRUE(handler.verws.empty());
+  EXPECT_EQ(fast(), 3u);
+  EXPECT_EQ(cpu.reg(EDX), first.reg(EDX));
+  EXPECT_EQ(cpu.reg(ECX), first.reg(ECX));
+  EXPECT_EQ(cpu.eflags, first.eflags);
+  EXPECT_EQ(cpu.eip, first.eip);
+  // ZF set before a verw that clears it, and the other flags clear.
+  reset();
+  prime();
+  cpu.eflags = (cpu.eflags & ~0x8d5u) | 0x40;
+  r = tr->run(cpu, 1000);
+  EXPECT_EQ(cpu.reg(EDX) & 0xffff, 0x0001u);
+  EXPECT_EQ(cpu.reg(ECX) & 0xffff, 0x0000u);
+  EXPECT_EQ(cpu.eflags & 0x8d5u, 0u);
+  EXPECT_TRUE(handler.verws.empty());
+  EXPECT_NE(tr->format_stats().find("verw                6 inline, 3 missed"), std::string::npos)
+      << tr->format_stats();
+}
+
+TEST_F(Verw, ChangedDescriptorOrSelectorCallsOut) {
+  load(snippet_verw_three());
+  prime();
+  tr->run(cpu, 1000);
+  // 0x18 becomes read-only data (type 1): ZF = 0 through the callout.
+  m->data()[(kGdt - kData) + 0x18 + 5] = 0x91;
+  reset();
+  prime();
+  tr->run(cpu, 1000);
+  EXPECT_EQ(handler.verws, std::vector<uint32_t>{kCode});
+  EXPECT_EQ(cpu.reg(EDX) & 0xff, 0u);
+  // Remembered again with the new bytes.
+  reset();
+  prime();
+  tr->run(cpu, 1000);
+  EXPECT_TRUE(handler.verws.empty());
+  EXPECT_EQ(cpu.reg(EDX) & 0xff, 0u);
+  // Another selector (RPL 3 of a DPL 0 segment: ZF = 0) is not the remembered one.
+  reset();
+  prime(0x20, 0x0b);
+  tr->run(cpu, 1000);
+  EXPECT_EQ(handler.verws.size(), 2u);
+  EXPECT_EQ(cpu.reg(EDX) & 0xff, 1u);
+  EXPECT_EQ(cpu.reg(ECX) & 0xff, 0u);
+}
+
+TEST_F(Verw, LdtSelectorsAndOtherGdtsCallOut) {
+  load(snippet_verw_three());
+  for (int i = 0; i < 2; ++i) {
+    reset();
+    prime(0x1c, 0x0c);  // TI = 1 (the handler reads the GDT: the translator must not remember it)
+    tr->run(cpu, 1000);
+    EXPECT_EQ(handler.verws.size(), 3u - i);  // the null one is remembered
+  }
+  prime();
+  tr->run(cpu, 1000);
+  tr->set_gdt(kGdt2, kGdtLimit);
+  handler.gdt = kGdt2;
+  reset();
+  prime();
+  tr->run(cpu, 1000);
+  EXPECT_EQ(handler.verws.size(), 3u);
+  EXPECT_EQ(cpu.reg(EDX) & 0xff, 1u);
+}
+
+TEST_F(Verw, FaultsInTheInlinePathArePrecise) {
+  load(snippet_verw_three());
+  prime();
+  tr->run(cpu, 1000);
+  reset();
+  prime();
+  ASSERT_TRUE(m->window->unmap(mmu::GuestVirt(kGdt), 4096).ok());
+  auto r = tr->run(cpu, 1000);
+  ASSERT_TRUE(m->window->map(mmu::GuestVirt(kGdt), mmu::GuestPhys(kDataPa + (kGdt - kData)), 4096,
+                             mmu::Prot::ReadWrite).ok());
+  ASSERT_EQ(r.stop, RunStop::kGuestFault) << r.detail;
+  EXPECT_EQ(r.fault.vector, 14);
+  EXPECT_EQ(r.fault.linear_address, kGdt + 0x18);
+  EXPECT_EQ(cpu.eip, kCode);
+  EXPECT_EQ(cpu.eflags & 0x8d5u, 0x881u);
+  r = tr->run(cpu, 1000);
+  EXPECT_EQ(r.stop, RunStop::kCallout) << r.detail;
+  EXPECT_EQ(cpu.reg(EDX) & 0xffff, 0x0101u);
+  EXPECT_TRUE(handler.verws.empty());
+}
+
+TEST_F(Verw, OffWithoutFastSegmentLoads) {
+  auto t = translator::Translator::create({}, *reader);
+  ASSERT_TRUE(t.ok());
+  tr = std::move(t.value());
+  tr->set_callout_handler(&handler);
+  tr->set_gdt(kGdt, kGdtLimit);
+  load(snippet_verw_three());
+  for (int i = 0; i < 2; ++i) {
+    reset();
+    prime();
+    tr->run(cpu, 1000);
+    EXPECT_EQ(handler.verws.size(), 3u);
   }
   EXPECT_EQ(fast(), 0u);
 }
