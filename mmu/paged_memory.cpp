@@ -1,8 +1,8 @@
-// PagedMemory: translate every page an access touches, then (only if all of
-// them succeed) set accessed/dirty bits and copy.
+// PagedMemory: translate every page an access touches (from the TLB or by
+// a walk), then - only if all of them succeed - set accessed/dirty bits,
+// fill the TLB and copy.
 #include "mmu/paged_memory.h"
 
-#include <array>
 #include <cstring>
 #include <vector>
 
@@ -15,14 +15,89 @@ struct Piece {
   Translation t;
   uint32_t offset;  // into the caller's buffer
   uint32_t len;
+  bool hit;  // from the TLB: A/D already set, nothing to fill
 };
 
+// The control bits whose change flushes the whole TLB. MOV to CR0/CR4 that
+// changes PG, PSE or PGE invalidates all entries (SDM 4.10.4.1); WP is
+// re-checked on every hit anyway, but a change drops everything, as the
+// shadow does.
+bool mode_changed(const PagingControl& a, const PagingControl& b) {
+  return a.paging() != b.paging() || a.wp() != b.wp() || a.pse() != b.pse() || a.pge() != b.pge();
+}
+
 }  // namespace
+
+void PagedMemory::set_control(const PagingControl& control) {
+  const PagingControl prev = m_control;
+  m_control = control;
+  if (mode_changed(prev, control))
+    flush_tlb(false);
+  else if (prev.cr3 != control.cr3)
+    flush_tlb(control.pge());
+}
+
+void PagedMemory::load_cr3(uint32_t cr3) {
+  m_control.cr3 = cr3;
+  flush_tlb(m_control.pge());
+}
+
+void PagedMemory::flush_tlb(bool keep_global) {
+  ++m_stats.tlb_flushes;
+  if (++m_gen == 0) return tlb_reset();
+  if (keep_global) return;
+  if (++m_global_gen == 0) return tlb_reset();
+  m_large_regions = {};
+}
+
+void PagedMemory::tlb_reset() {
+  m_tlb.fill(TlbEntry{});
+  m_gen = m_global_gen = 1;
+  m_large_regions = {};
+}
+
+void PagedMemory::invlpg(uint32_t lin) {
+  ++m_stats.tlb_invlpgs;
+  tlb_drop(lin);
+  const uint32_t region = lin >> 22;
+  uint64_t& word = m_large_regions[region / 64];
+  const uint64_t bit = uint64_t(1) << (region % 64);
+  if (!(word & bit)) return;
+  for (TlbEntry& e : m_tlb)
+    if ((e.flags & kTlbLarge) && (e.page >> 10) == region) e.gen = 0;
+  word &= ~bit;
+}
+
+void PagedMemory::set_tlb_enabled(bool on) {
+  m_tlb_on = on;
+  tlb_reset();
+}
+
+void PagedMemory::tlb_drop(uint32_t lin) {
+  TlbEntry& e = m_tlb[(lin >> 12) % kTlbEntries];
+  if (e.page == lin >> 12) e.gen = 0;
+}
+
+void PagedMemory::tlb_fill(uint32_t lin, const Translation& t, bool write) {
+  // Paging off needs no TLB (linear = physical); MMIO is never cached, so
+  // that every access to it reaches the slow path.
+  if (!m_tlb_on || !t.paged || t.status != WalkStatus::kOk) return tlb_drop(lin);
+  const uint32_t page = lin >> 12;
+  TlbEntry& e = m_tlb[page % kTlbEntries];
+  e.page = page;
+  e.phys = t.phys & ~kPageMask;
+  e.flags = uint8_t((t.user ? kTlbUser : 0) | (t.writable ? kTlbWritable : 0) |
+                    (t.dirty || write ? kTlbDirty : 0) | (t.global ? kTlbGlobal : 0) |
+                    (t.large ? kTlbLarge : 0));
+  e.gen = t.global ? m_global_gen : m_gen;
+  if (t.large) m_large_regions[(page >> 10) / 64] |= uint64_t(1) << ((page >> 10) % 64);
+}
 
 template <typename Fn>
 std::optional<machine::GuestFault> PagedMemory::for_each_page(uint32_t lin, size_t len,
                                                               machine::Access kind, bool user,
                                                               Fn&& fn) {
+  const bool write = kind == machine::Access::kWrite;
   // Most accesses touch one or two pages; larger ones (string I/O) spill.
   std::array<Piece, 4> small;
   std::vector<Piece> large;
@@ -41,6 +116,16 @@ std::optional<machine::GuestFault> PagedMemory::for_each_page(uint32_t lin, size
     // Linear addresses wrap at 4 GiB (32-bit address arithmetic).
     const uint32_t at = lin + uint32_t(done);
     const uint32_t chunk = uint32_t(std::min<size_t>(len - done, kPageSize - (at & kPageMask)));
+    if (const TlbEntry* e = tlb_hit(at, write, user)) {
+      ++m_stats.tlb_hits;
+      Piece p{Translation{}, uint32_t(done), chunk, true};
+      p.t.status = WalkStatus::kOk;
+      p.t.phys = e->phys | (at & kPageMask);
+      push(p);
+      done += chunk;
+      continue;
+    }
+    if (m_tlb_on && m_control.paging()) ++m_stats.tlb_misses;
     Translation t = translate(*m_memory, m_control, at, kind, user);
     if (t.status == WalkStatus::kTableNotRam) {
       // A guest page table in MMIO space: no defined contents. Treat the
@@ -50,19 +135,25 @@ std::optional<machine::GuestFault> PagedMemory::for_each_page(uint32_t lin, size
                               t.phys, at);
       t = Translation{};
       t.status = WalkStatus::kPageFault;
-      t.error_code = (kind == machine::Access::kWrite ? machine::pf::W : 0) |
-                     (user ? machine::pf::U : 0);
+      t.error_code = (write ? machine::pf::W : 0) | (user ? machine::pf::U : 0);
     }
     if (t.status == WalkStatus::kPageFault) {
+      // A page fault invalidates the TLB entries of the faulting page
+      // (SDM 4.10.4.1), so a retry after the handler sees the new tables.
+      tlb_drop(at);
       ++m_stats.page_faults;
       return machine::GuestFault{machine::vec::PF, true, t.error_code, at};
     }
-    push(Piece{t, uint32_t(done), chunk});
+    push(Piece{t, uint32_t(done), chunk, false});
     done += chunk;
   }
-  const bool write = kind == machine::Access::kWrite;
   const Piece* pieces = count <= small.size() ? small.data() : large.data();
-  for (size_t i = 0; i < count; ++i) mark_accessed(*m_memory, pieces[i].t, write);
+  for (size_t i = 0; i < count; ++i) {
+    if (pieces[i].hit) continue;
+    mark_accessed(*m_memory, pieces[i].t, write);
+    // Only now: the walk's A (and D) bits are in the guest's tables.
+    tlb_fill(lin + pieces[i].offset, pieces[i].t, write);
+  }
   for (size_t i = 0; i < count; ++i) fn(pieces[i]);
   return std::nullopt;
 }
@@ -70,6 +161,15 @@ std::optional<machine::GuestFault> PagedMemory::for_each_page(uint32_t lin, size
 std::optional<machine::GuestFault> PagedMemory::read(uint32_t lin, std::span<uint8_t> out,
                                                      machine::Access kind, bool user) {
   ++m_stats.reads;
+  // Fast path: the whole access inside one page the TLB holds.
+  if (!out.empty() && (lin & kPageMask) + out.size() <= kPageSize) {
+    if (const TlbEntry* e = tlb_hit(lin, false, user)) {
+      ++m_stats.tlb_hits;
+      std::memcpy(out.data(), m_memory->host(GuestPhys(e->phys | (lin & kPageMask)), out.size()),
+                  out.size());
+      return std::nullopt;
+    }
+  }
   return for_each_page(lin, out.size(), kind, user, [&](const Piece& p) {
     uint8_t* dst = out.data() + p.offset;
     if (p.t.status == WalkStatus::kOk) {
@@ -84,6 +184,17 @@ std::optional<machine::GuestFault> PagedMemory::read(uint32_t lin, std::span<uin
 std::optional<machine::GuestFault> PagedMemory::write(uint32_t lin, std::span<const uint8_t> in,
                                                       bool user) {
   ++m_stats.writes;
+  if (!in.empty() && (lin & kPageMask) + in.size() <= kPageSize) {
+    if (const TlbEntry* e = tlb_hit(lin, true, user)) {
+      ++m_stats.tlb_hits;
+      const uint32_t phys_page = e->phys;
+      std::memcpy(m_memory->host(GuestPhys(phys_page | (lin & kPageMask)), in.size()), in.data(),
+                  in.size());
+      // Code-page protection sees every write, hit or not.
+      if (m_observer) m_observer->phys_page_written(phys_page);
+      return std::nullopt;
+    }
+  }
   return for_each_page(lin, in.size(), machine::Access::kWrite, user, [&](const Piece& p) {
     if (p.t.status == WalkStatus::kOk) {
       std::memcpy(m_memory->host(GuestPhys(p.t.phys), p.len), in.data() + p.offset, p.len);

@@ -270,7 +270,7 @@ void ShadowMmu::set_control_registers(uint32_t cr0, uint32_t cr3, uint32_t cr4) 
 
 void ShadowMmu::load_cr3(uint32_t cr3) {
   m_control.cr3 = cr3;
-  m_linear.set_control(m_control);
+  m_linear.load_cr3(cr3);  // flushes the CPU model's TLB even for the same value
   ++m_stats.cr3_loads;
   // With paging off the shadow is the identity map: CR3 does not matter.
   if (m_control.paging()) revalidate_after_cr3();
@@ -317,11 +317,13 @@ bool ShadowMmu::still_valid(Window which, uint32_t page, Slot& slot) {
 
 void ShadowMmu::flush_all() {
   ++m_stats.full_flushes;
+  m_linear.flush_tlb(false);
   drop_all_where(false);
 }
 
 void ShadowMmu::invlpg(uint32_t lin) {
   ++m_stats.invlpgs;
+  m_linear.invlpg(lin);
   const uint32_t page = lin >> 12;
   const uint32_t r = page / kPagesPerRegion;
   for (Window which : {Window::kUser, Window::kKernel}) {

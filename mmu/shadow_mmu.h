@@ -150,6 +150,7 @@ class ShadowMmu final : private PhysWriteObserver {
 
   // The guest linear address space for the CPU model (same control registers).
   machine::LinearMemory& linear_memory() { return m_linear; }
+  PagedMemory& paged_memory() { return m_linear; }  // its TLB switch and stats
   const PagingControl& control() const { return m_control; }
   uintptr_t window_base(Window which) const {
     return which == Window::kUser ? m_config.user_base : m_config.kernel_base;
