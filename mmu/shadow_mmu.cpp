@@ -1,5 +1,6 @@
 // ShadowMmu: hidden/true faults, lazy filling with prefetched neighbours,
-// CR3/INVLPG drops, code-page write protection. See shadow_mmu.h.
+// CR3/INVLPG drops, code-page write protection, execute permission only for
+// frames without cpuid. See shadow_mmu.h.
 #include "mmu/shadow_mmu.h"
 
 #include <algorithm>
@@ -21,7 +22,32 @@ constexpr uint32_t kSlotLarge = 1u << 3;
 // Not valid: a dropped 4 KiB mapping whose host mapping is parked
 // (inaccessible, still of the physical page in the entry).
 constexpr uint32_t kSlotParked = 1u << 4;
+// Mapped with PROT_EXEC (user window).
+constexpr uint32_t kSlotExec = 1u << 5;
 constexpr uint32_t kPagesPerRegion = 1024;
+
+// Per-frame state (ShadowMmu::m_frame).
+constexpr uint8_t kFrameCode = 1u << 0;   // protect_code_page: holds translated code
+constexpr uint8_t kFrameClean = 1u << 1;  // scanned, holds no cpuid; write-protected
+constexpr uint8_t kFrameCpuid = 1u << 2;  // scanned, holds one at m_cpuid_at (not protected)
+constexpr uint8_t kFrameWriteProtect = kFrameCode | kFrameClean;
+
+// Where the frame may hold a cpuid (0F A2, SDM vol. 2A "CPUID"): the offset
+// of an A2 byte preceded by 0F, or 0 if the frame starts with A2 (the 0F may
+// be the last byte of the previous page). -1 if none. Conservative: a pair
+// inside another instruction or in data counts too.
+int find_cpuid(const uint8_t* p) {
+  if (p[0] == 0xa2) return 0;
+  const uint8_t* at = p + 1;
+  const uint8_t* end = p + kPageSize;
+  while (at < end) {
+    at = static_cast<const uint8_t*>(std::memchr(at, 0xa2, size_t(end - at)));
+    if (!at) return -1;
+    if (at[-1] == 0x0f) return int(at - p);
+    ++at;
+  }
+  return -1;
+}
 
 // CR0/CR4 bits whose change invalidates every translation the shadow holds
 // (SDM vol. 3A, 4.10.4.1: changes to CR0.PG/WP, CR4.PGE/PSE/PAE flush the
@@ -55,7 +81,8 @@ ShadowMmu::ShadowMmu(GuestMemory& memory, std::unique_ptr<PageMapper> user,
   m_windows[int(Window::kKernel)].mapper = std::move(kernel);
   const size_t ram_pages = memory.size() / kPageSize;
   m_rmap_head.assign(ram_pages, kNone);
-  m_code.assign(ram_pages, 0);
+  m_frame.assign(ram_pages, 0);
+  m_cpuid_at.assign(ram_pages, 0);
   m_rmap_free = kNone;
   m_linear.set_write_observer(this);
   m_scratch.reserve(kPagesPerRegion);
@@ -73,7 +100,7 @@ std::optional<ShadowPage> ShadowMmu::lookup(Window which, uint32_t lin) const {
   const uint32_t e = region->slots[page % kPagesPerRegion].entry;
   if (!(e & kSlotValid)) return std::nullopt;
   return ShadowPage{e & pte::kFrameMask, bool(e & kSlotWritable), bool(e & kSlotGlobal),
-                    bool(e & kSlotLarge)};
+                    bool(e & kSlotLarge), bool(e & kSlotExec)};
 }
 
 std::optional<uint32_t> ShadowMmu::parked_phys(Window which, uint32_t lin) const {
@@ -301,8 +328,10 @@ bool ShadowMmu::still_valid(Window which, uint32_t page, Slot& slot) {
     return false;
   if ((e & kSlotWritable) && !has(prot_for(which, t.user, t.writable, t.dirty, e >> 12), Prot::Write)) {
     // Same frame, now read-only (after fork both sides' pages are):
-    // write-protect the mapping instead of dropping it.
-    if (!w.mapper->protect(GuestVirt(page << 12), kPageSize, user ? Prot::ReadExec : Prot::Read)) return false;
+    // write-protect the mapping instead of dropping it. Execute permission
+    // stays as it was: with exec_only_clean a writable mapping has none.
+    const Prot prot = (e & kSlotExec) ? Prot::ReadExec : Prot::Read;
+    if (!w.mapper->protect(GuestVirt(page << 12), kPageSize, prot)) return false;
     ++m_stats.protect_calls;
     slot.entry &= ~kSlotWritable;
   }
@@ -355,17 +384,25 @@ Prot ShadowMmu::prot_for(Window which, bool user_page, bool writable_page, bool 
   const bool may_write = which == Window::kUser ? writable_page
                                                 : (writable_page || !m_control.wp());
   // Writable only once dirty: the first write must fault so that D gets set
-  // (SDM 4.8); never writable while the page holds translated code.
-  const bool writable = may_write && dirty && !m_code[pfn];
-  // User code runs from the user window; nothing executes from the kernel
-  // window (translated code lives in the translation cache).
-  const Prot base = which == Window::kUser ? Prot::ReadExec : Prot::Read;
-  return writable ? base | Prot::Write : base;
+  // (SDM 4.8); never writable while the frame holds translated code or is
+  // exec-clean (a write must first revoke what depends on its contents).
+  const bool writable = may_write && dirty && !(m_frame[pfn] & kFrameWriteProtect);
+  if (writable) {
+    // With exec_only_clean a page the host may write is never one it may
+    // execute: its contents could become a cpuid without a fault.
+    return which == Window::kUser && !m_config.exec_only_clean ? Prot::All : Prot::ReadWrite;
+  }
+  // User code runs from the user window (with exec_only_clean: only from
+  // frames known to hold no cpuid); nothing executes from the kernel window
+  // (translated code lives in the translation cache).
+  const bool exec = which == Window::kUser && (!m_config.exec_only_clean || (m_frame[pfn] & kFrameClean));
+  return exec ? Prot::ReadExec : Prot::Read;
 }
 
 bool ShadowMmu::same_mapping(Window which, const Candidate& c) const {
   auto s = lookup(which, c.index << 12);
-  return s && s->phys == (c.pfn << 12) && s->writable == has(c.prot, Prot::Write);
+  return s && s->phys == (c.pfn << 12) && s->writable == has(c.prot, Prot::Write) &&
+         s->executable == has(c.prot, Prot::Exec);
 }
 
 HostFaultOutcome ShadowMmu::install(Window which, std::vector<Candidate>& pages) {
@@ -411,7 +448,8 @@ HostFaultOutcome ShadowMmu::install(Window which, std::vector<Candidate>& pages)
     m_stats.pages_mapped += j - i;
     m_stats.pages_unparked += unparked;
     for (size_t k = i; k < j; ++k) {
-      const uint32_t flags = pages[k].flags | (has(pages[k].prot, Prot::Write) ? kSlotWritable : 0);
+      const uint32_t flags = pages[k].flags | (has(pages[k].prot, Prot::Write) ? kSlotWritable : 0) |
+                             (has(pages[k].prot, Prot::Exec) ? kSlotExec : 0);
       record(which, pages[k].index, pages[k].pfn, flags);
     }
     i = j;
@@ -454,18 +492,37 @@ HostFaultOutcome ShadowMmu::handle_host_fault(Window which, uint32_t lin, Access
     out.phys = t.phys;
     return out;
   }
-  if (write && m_code[pfn]) {
-    // Self-modifying code: the translator drops the page's blocks before the
-    // write can happen; the page is writable from now on.
-    ++m_stats.code_write_faults;
-    m_code[pfn] = 0;
-    if (m_on_code_write) m_on_code_write(pfn << 12);
-  }
+  // Self-modifying code, or a write to an exec-clean frame: the translator
+  // drops the page's blocks and user mappings lose PROT_EXEC before the
+  // write can happen; the page is writable from now on.
+  if (write && (m_frame[pfn] & kFrameWriteProtect)) frame_written(pfn, false);
   const bool was_dirty = t.dirty;
   mark_accessed(*m_memory, t, write);
   if (write) t.dirty = true;
   if (write && !was_dirty) {
     if (auto s = lookup(which, lin); s && s->phys == (pfn << 12)) ++m_stats.dirty_upgrades;
+  }
+
+  // A user fetch with exec_only_clean: the page may become executable only
+  // if the shadow maps it read-only and the frame holds no cpuid. Scan the
+  // frame now if that is unknown (never on reads or writes: a page merely
+  // read is mapped non-executable until its first fetch).
+  bool not_executable = false;
+  if (kind == Access::kFetch && user && m_config.exec_only_clean) {
+    Prot prot = prot_for(which, t.user, t.writable, t.dirty, pfn);
+    if (!has(prot, Prot::Exec) && !has(prot, Prot::Write) && make_exec_clean(pfn))
+      prot = prot_for(which, t.user, t.writable, t.dirty, pfn);
+    if (!has(prot, Prot::Exec)) {
+      not_executable = true;
+      ++m_stats.not_executable_faults;
+      out.kind = Kind::kNotExecutable;
+      out.phys = pfn << 12;
+      // Already mapped as it should be (the common case when the run loop
+      // comes back to this page): nothing to install.
+      if (auto s = lookup(which, lin); s && s->phys == (pfn << 12) && s->writable == has(prot, Prot::Write) &&
+                                       !s->executable)
+        return out;
+    }
   }
 
   std::vector<Candidate>& pages = m_scratch;
@@ -563,25 +620,22 @@ HostFaultOutcome ShadowMmu::handle_host_fault(Window which, uint32_t lin, Access
       out.error = "shadow MMU: a write the guest allows was mapped read-only";
       return out;
     }
-    if (kind == Access::kFetch && !has(c.prot, Prot::Exec)) {
+    if (kind == Access::kFetch && !has(c.prot, Prot::Exec) && !not_executable) {
       out.kind = Kind::kHostError;
       out.error = "shadow MMU: instruction fetch from the kernel window";
       return out;
     }
   }
-  out = install(which, pages);
-  if (out.kind == Kind::kHidden) ++m_stats.hidden_faults;
-  return out;
+  HostFaultOutcome installed = install(which, pages);
+  if (installed.kind != Kind::kHidden || not_executable) return installed.kind == Kind::kHidden ? out : installed;
+  ++m_stats.hidden_faults;
+  return installed;
 }
 
 // ---------------------------------------------------------------------------
 // Code pages.
 
-void ShadowMmu::protect_code_page(uint32_t phys) {
-  const uint32_t pfn = phys >> 12;
-  if (pfn >= m_code.size() || m_code[pfn]) return;
-  m_code[pfn] = 1;
-  ++m_stats.code_pages_protected;
+void ShadowMmu::write_protect_frame(uint32_t pfn) {
   uint32_t next;
   for (uint32_t n = m_rmap_head[pfn]; n != kNone; n = next) {
     next = m_rmap_nodes[n].next;  // forget() below recycles node n
@@ -589,12 +643,13 @@ void ShadowMmu::protect_code_page(uint32_t phys) {
     const uint32_t page = m_rmap_nodes[n].key >> 1;
     Slot& slot = m_windows[int(which)].regions[page / kPagesPerRegion]->slots[page % kPagesPerRegion];
     if (!(slot.entry & kSlotWritable)) continue;
-    const Prot prot = which == Window::kUser ? Prot::ReadExec : Prot::Read;
+    // Execute permission as it was (none on a writable mapping with
+    // exec_only_clean; every user mapping has it without).
+    const Prot prot = (slot.entry & kSlotExec) ? Prot::ReadExec : Prot::Read;
     if (auto st = m_windows[int(which)].mapper->protect(GuestVirt(page << 12), kPageSize, prot); !st) {
       // Cannot keep the page read-only: drop it instead (the next access
       // maps it read-only).
-      log::get("mmu")->warn("write-protecting a code page failed ({}); dropping it",
-                            st.error().message);
+      log::get("mmu")->warn("write-protecting a shadow page failed ({}); dropping it", st.error().message);
       forget(which, page);
       (void)m_windows[int(which)].mapper->unmap(GuestVirt(page << 12), kPageSize);
       ++m_stats.unmap_calls;
@@ -606,24 +661,96 @@ void ShadowMmu::protect_code_page(uint32_t phys) {
   }
 }
 
+void ShadowMmu::protect_code_page(uint32_t phys) {
+  const uint32_t pfn = phys >> 12;
+  if (pfn >= m_frame.size() || (m_frame[pfn] & kFrameCode)) return;
+  m_frame[pfn] |= kFrameCode;
+  ++m_stats.code_pages_protected;
+  write_protect_frame(pfn);
+}
+
 void ShadowMmu::unprotect_code_page(uint32_t phys) {
   // Mappings stay read-only; the next write takes a hidden fault and maps
-  // the page writable.
+  // the page writable (unless the frame is still exec-clean: that write
+  // revokes its execute permission first).
   const uint32_t pfn = phys >> 12;
-  if (pfn < m_code.size()) m_code[pfn] = 0;
+  if (pfn < m_frame.size()) m_frame[pfn] &= uint8_t(~kFrameCode);
 }
 
 bool ShadowMmu::code_page_protected(uint32_t phys) const {
   const uint32_t pfn = phys >> 12;
-  return pfn < m_code.size() && m_code[pfn];
+  return pfn < m_frame.size() && (m_frame[pfn] & kFrameCode);
+}
+
+bool ShadowMmu::exec_clean(uint32_t phys) const {
+  const uint32_t pfn = phys >> 12;
+  return pfn < m_frame.size() && (m_frame[pfn] & kFrameClean);
+}
+
+bool ShadowMmu::make_exec_clean(uint32_t pfn) {
+  uint8_t& f = m_frame[pfn];
+  if (f & kFrameClean) return true;
+  const uint8_t* p = m_memory->host(GuestPhys(pfn << 12), kPageSize);
+  if (f & kFrameCpuid) {
+    // The frame is not write-protected, so the verdict may be stale: it
+    // holds as long as the pair found is still there.
+    const uint32_t at = m_cpuid_at[pfn];
+    if (p[at] == 0xa2 && (at == 0 || p[at - 1] == 0x0f)) return false;
+    f &= uint8_t(~kFrameCpuid);
+  }
+  ++m_stats.exec_scans;
+  if (const int at = find_cpuid(p); at >= 0) {
+    ++m_stats.exec_dirty_scans;
+    f |= kFrameCpuid;
+    m_cpuid_at[pfn] = uint16_t(at);
+    return false;
+  }
+  // Clean from now until written: no alias may write it without a fault.
+  f |= kFrameClean;
+  write_protect_frame(pfn);
+  return true;
+}
+
+void ShadowMmu::frame_written(uint32_t pfn, bool by_cpu) {
+  uint8_t& f = m_frame[pfn];
+  if (f & kFrameClean) {
+    // No user mapping may execute the frame once its contents change.
+    f &= uint8_t(~kFrameClean);
+    ++m_stats.exec_revoked;
+    uint32_t next;
+    for (uint32_t n = m_rmap_head[pfn]; n != kNone; n = next) {
+      next = m_rmap_nodes[n].next;  // forget() below recycles node n
+      const Window which = Window(m_rmap_nodes[n].key & 1);
+      const uint32_t page = m_rmap_nodes[n].key >> 1;
+      Slot& slot = m_windows[int(which)].regions[page / kPagesPerRegion]->slots[page % kPagesPerRegion];
+      if (!(slot.entry & kSlotExec)) continue;
+      // Exec-clean frames have no writable mapping: read-only stays.
+      if (auto st = m_windows[int(which)].mapper->protect(GuestVirt(page << 12), kPageSize, Prot::Read); !st) {
+        log::get("mmu")->warn("revoking execute permission failed ({}); dropping the page", st.error().message);
+        forget(which, page);
+        (void)m_windows[int(which)].mapper->unmap(GuestVirt(page << 12), kPageSize);
+        ++m_stats.unmap_calls;
+        ++m_stats.pages_dropped;
+        continue;
+      }
+      ++m_stats.protect_calls;
+      slot.entry &= ~kSlotExec;
+    }
+  }
+  if (f & kFrameCode) {
+    ++(by_cpu ? m_stats.code_writes_by_cpu : m_stats.code_write_faults);
+    f &= uint8_t(~kFrameCode);
+    if (m_on_code_write) m_on_code_write(pfn << 12);
+  }
 }
 
 void ShadowMmu::phys_page_written(uint32_t phys_page) {
+  // PagedMemory calls this after the write; no guest code ran in between
+  // (one virtual CPU, stopped while the CPU model runs), so revoking now is
+  // as good as before.
   const uint32_t pfn = phys_page >> 12;
-  if (pfn >= m_code.size() || !m_code[pfn]) return;
-  ++m_stats.code_writes_by_cpu;
-  m_code[pfn] = 0;
-  if (m_on_code_write) m_on_code_write(pfn << 12);
+  if (pfn >= m_frame.size() || !(m_frame[pfn] & kFrameWriteProtect)) return;
+  frame_written(pfn, true);
 }
 
 }  // namespace bt86::mmu

@@ -18,6 +18,14 @@
 // load or INVLPG (SDM vol. 3A, 4.10.4), so guest page tables are not
 // write-protected.
 //
+// Guest user code must never run the host's cpuid (this host cannot make
+// cpuid fault, and the guest must see its virtual CPU in both modes). With
+// ShadowConfig::exec_only_clean the user window maps a page executable only
+// when it is read-only there and its frame was scanned and holds no cpuid
+// ("exec-clean"); such a frame is write-protected everywhere so that a write
+// revokes the execute permission before it lands. A fetch the host must not
+// make comes back as HostFaultOutcome::Kind::kNotExecutable: run it translated.
+//
 // Not thread-safe, not async-signal-safe: call it from the run loop after the
 // signal handler has returned.
 #pragma once
@@ -57,6 +65,14 @@ struct ShadowConfig {
   // parked (each may be a host VMA; vm.max_map_count is 65530): beyond it
   // the oldest are unmapped for real. 0 disables parking.
   uint32_t max_parked_pages = 4096;
+  // Guest user code may only run on the host from pages that cannot hold a
+  // cpuid instruction (0F A2): a user-window mapping gets PROT_EXEC only if
+  // it is read-only and its frame is exec-clean (scanned on a fetch fault,
+  // then write-protected in both windows until written). Fetches from other
+  // user pages return kNotExecutable. false: every user-window mapping is
+  // PROT_READ|PROT_EXEC as before (tests that run foreign code without a
+  // translator). Off by default until the run loop handles kNotExecutable.
+  bool exec_only_clean = false;
 };
 
 struct HostFaultOutcome {
@@ -67,6 +83,12 @@ struct HostFaultOutcome {
     kTableNotRam,  // the guest's page-table entry at `phys` is not in RAM: guest error
     kUnmappable,   // allowed, but the host cannot map it (user page 0 at base 0)
     kHostError,    // mmap/mprotect failed (`error`): stop bt86 with the message
+    // Only for a fetch in the user window with exec_only_clean: the guest
+    // may execute this page but the host must not (the frame `phys` holds a
+    // cpuid, or the page is writable in the shadow): run it translated. The
+    // page is mapped readable (writable as the guest allows), never
+    // executable; A is set. Retrying directly would fault again.
+    kNotExecutable,
   };
   Kind kind = Kind::kHidden;
   machine::GuestFault fault;
@@ -95,6 +117,11 @@ struct ShadowStats {
   uint64_t code_pages_protected = 0;
   uint64_t code_write_faults = 0;   // host write faults on protected code pages
   uint64_t code_writes_by_cpu = 0;  // CPU-model writes (PagedMemory) to protected code pages
+  // exec_only_clean:
+  uint64_t exec_scans = 0;             // frames scanned for cpuid (fetch faults only)
+  uint64_t exec_dirty_scans = 0;       // of those, frames that hold one (or start with A2)
+  uint64_t not_executable_faults = 0;  // kNotExecutable returned
+  uint64_t exec_revoked = 0;           // exec-clean frames written (execute permission revoked)
 };
 
 // What the shadow holds for one linear page of one window.
@@ -103,6 +130,7 @@ struct ShadowPage {
   bool writable = false;
   bool global = false;
   bool large = false;  // part of a guest 4 MiB page (or paging off)
+  bool executable = false;  // mapped with PROT_EXEC (user window only)
 };
 
 class ShadowMmu final : private PhysWriteObserver {
@@ -147,6 +175,10 @@ class ShadowMmu final : private PhysWriteObserver {
   void set_code_write_callback(std::function<void(uint32_t phys_page)> callback) {
     m_on_code_write = std::move(callback);
   }
+  // exec_only_clean: whether the frame is known to hold no cpuid (and is
+  // therefore write-protected in both windows). Independent of
+  // code_page_protected(): unprotect_code_page() leaves it alone.
+  bool exec_clean(uint32_t phys) const;
 
   // The guest linear address space for the CPU model (same control registers).
   machine::LinearMemory& linear_memory() { return m_linear; }
@@ -205,6 +237,17 @@ class ShadowMmu final : private PhysWriteObserver {
   };
 
   Prot prot_for(Window which, bool user_page, bool writable_page, bool dirty, uint32_t pfn) const;
+  // Makes every writable mapping of the frame read-only (both windows).
+  void write_protect_frame(uint32_t pfn);
+  // A write the guest's rights allow is about to land in the frame (host
+  // write fault), or just landed (CPU-model write; no guest code ran in
+  // between): drop its exec-clean state (removing PROT_EXEC from every user
+  // mapping) and its code protection (calling the code-write callback).
+  void frame_written(uint32_t pfn, bool by_cpu);
+  // Whether the frame is exec-clean; scans it if not known (the verdict
+  // "holds cpuid" is cached with its offset and re-checked in O(1)). A
+  // frame found clean becomes exec-clean and write-protected.
+  bool make_exec_clean(uint32_t pfn);
   HostFaultOutcome install(Window which, std::vector<Candidate>& pages);
   bool same_mapping(Window which, const Candidate& c) const;
   void record(Window which, uint32_t page, uint32_t pfn, uint32_t flags);
@@ -241,7 +284,9 @@ class ShadowMmu final : private PhysWriteObserver {
   std::vector<uint32_t> m_rmap_head;  // per physical page; kNone if unmapped
   std::vector<RmapNode> m_rmap_nodes;
   uint32_t m_rmap_free = 0;           // free-list head (kNone if empty)
-  std::vector<uint8_t> m_code;        // per physical page: 1 = protected code page
+  // Per physical page: kFrame* bits (translated code, exec-clean, holds cpuid).
+  std::vector<uint8_t> m_frame;
+  std::vector<uint16_t> m_cpuid_at;   // kFrameCpuid: offset of the A2 byte found
   std::function<void(uint32_t)> m_on_code_write;
   PagedMemory m_linear;
   ShadowStats m_stats;

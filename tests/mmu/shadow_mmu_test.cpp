@@ -2,9 +2,14 @@
 // window really maps the right guest page (checked through the window), the
 // user window never maps a supervisor page, pages stay read-only until dirty,
 // CR3 loads keep global pages, INVLPG, 4 MiB pages in one call, code-page
-// protection with its callback. Whether a host address is mapped is probed
-// with process_vm_readv/writev on ourselves (EFAULT, no signal).
+// protection with its callback, execute permission only for frames without
+// cpuid (exec_only_clean). Whether a host address is mapped is probed with
+// process_vm_readv/writev on ourselves (EFAULT, no signal); whether it is
+// executable by calling a `ret` placed there (SIGSEGV caught). The tests that
+// predate exec_only_clean run with it off and on.
 #include <gtest/gtest.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -47,6 +52,35 @@ bool writable(uintptr_t p) {
   return process_vm_writev(getpid(), &local, 1, &remote, 1, 0) == 1;
 }
 
+// Whether the host can execute at p, which must hold a `ret` (C3): calls it
+// and catches the SIGSEGV of a fetch from a page without PROT_EXEC.
+sigjmp_buf g_exec_jmp;
+void on_exec_fault(int, siginfo_t*, void*) { siglongjmp(g_exec_jmp, 1); }
+bool executes(uintptr_t p) {
+  struct sigaction sa {}, old_segv {}, old_bus {};
+  sa.sa_sigaction = on_exec_fault;
+  sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGSEGV, &sa, &old_segv);
+  sigaction(SIGBUS, &sa, &old_bus);
+  volatile bool ran = false;
+  if (sigsetjmp(g_exec_jmp, 1) == 0) {
+    reinterpret_cast<void (*)()>(p)();
+    ran = true;
+  }
+  sigaction(SIGSEGV, &old_segv, nullptr);
+  sigaction(SIGBUS, &old_bus, nullptr);
+  return ran;
+}
+
+// The test's own cpuid finder (what exec-clean promises about a frame).
+bool holds_cpuid(const uint8_t* p) {
+  if (p[0] == 0xa2) return true;
+  for (uint32_t i = 1; i < kPageSize; ++i)
+    if (p[i] == 0xa2 && p[i - 1] == 0x0f) return true;
+  return false;
+}
+
 class ShadowMmuTest : public ::testing::Test {
  protected:
   void SetUp() override { make(16); }
@@ -61,6 +95,7 @@ class ShadowMmuTest : public ::testing::Test {
     config.user_base = 0;
     config.kernel_base = uintptr_t(1) << 36;
     config.prefault_cluster_pages = cluster;
+    config.exec_only_clean = exec_only_clean;
     auto s = ShadowMmu::create(*mem, config);
     ASSERT_TRUE(s.ok()) << s.error().message;
     shadow = std::move(*s);
@@ -69,13 +104,39 @@ class ShadowMmuTest : public ::testing::Test {
   uintptr_t user(uint32_t lin) const { return shadow->window_base(Window::kUser) + lin; }
   uintptr_t kernel(uint32_t lin) const { return shadow->window_base(Window::kKernel) + lin; }
   void fill(uint32_t phys, uint8_t value) { std::memset(mem->host(GuestPhys(phys), kPageSize), value, kPageSize); }
+  void poke(uint32_t phys, std::initializer_list<uint8_t> bytes) {
+    std::memcpy(mem->host(GuestPhys(phys), bytes.size()), bytes.begin(), bytes.size());
+  }
+
+  bool exec_only_clean = false;
 
   std::unique_ptr<ShadowMmu> shadow;  // destroyed before mem
   std::optional<GuestMemory> mem;
   std::optional<PageTables> pt;
 };
 
-TEST_F(ShadowMmuTest, HiddenFaultMapsTheGuestPageReadOnlyUntilDirty) {
+// The tests that predate exec_only_clean: the same results with it off and on
+// (they never fetch, except where they say so).
+class ShadowMmuModes : public ShadowMmuTest, public ::testing::WithParamInterface<bool> {
+ protected:
+  void SetUp() override {
+    exec_only_clean = GetParam();
+    make(16);
+  }
+};
+INSTANTIATE_TEST_SUITE_P(ExecOnlyClean, ShadowMmuModes, ::testing::Bool(),
+                         [](const auto& info) { return info.param ? "On" : "Off"; });
+
+// exec_only_clean on.
+class ShadowMmuExec : public ShadowMmuTest {
+ protected:
+  void SetUp() override {
+    exec_only_clean = true;
+    make(16);
+  }
+};
+
+TEST_P(ShadowMmuModes, HiddenFaultMapsTheGuestPageReadOnlyUntilDirty) {
   const uint32_t lin = 0x08048000;
   pt->map(lin, 0x200000, kUserRw);
   fill(0x200000, 0x42);
@@ -110,7 +171,7 @@ TEST_F(ShadowMmuTest, HiddenFaultMapsTheGuestPageReadOnlyUntilDirty) {
   EXPECT_TRUE(writable(user(lin + 0x100000)));
 }
 
-TEST_F(ShadowMmuTest, UserWindowNeverMapsSupervisorPages) {
+TEST_P(ShadowMmuModes, UserWindowNeverMapsSupervisorPages) {
   // One page table: user and supervisor pages side by side.
   const uint32_t base = 0x40000000;
   for (uint32_t i = 0; i < 8; ++i)
@@ -140,7 +201,7 @@ TEST_F(ShadowMmuTest, UserWindowNeverMapsSupervisorPages) {
   EXPECT_EQ(shadow->stats().true_faults, 2u);
 }
 
-TEST_F(ShadowMmuTest, ReadOnlyPagesAndCr0Wp) {
+TEST_P(ShadowMmuModes, ReadOnlyPagesAndCr0Wp) {
   const uint32_t lin = 0x00c00000;
   pt->map(lin, 0x600000, pte::P | pte::US | pte::D);  // read-only user page
   // User write: true fault.
@@ -166,7 +227,7 @@ TEST_F(ShadowMmuTest, ReadOnlyPagesAndCr0Wp) {
   EXPECT_EQ(shadow->stats().full_flushes, 2u);  // the first set_control_registers and this one
 }
 
-TEST_F(ShadowMmuTest, NeighboursOneCallPerContiguousRun) {
+TEST_P(ShadowMmuModes, NeighboursOneCallPerContiguousRun) {
   // 64 physically contiguous pages: one mmap for the whole run, although the
   // prefault cluster is 16 pages.
   for (uint32_t i = 0; i < 64; ++i)
@@ -213,7 +274,7 @@ TEST_F(ShadowMmuTest, NeighboursOneCallPerContiguousRun) {
   EXPECT_EQ(shadow->stats().pages_unparked - late.pages_unparked, 1u);
 }
 
-TEST_F(ShadowMmuTest, LargePagesAreOneCallAndOneTlbEntry) {
+TEST_P(ShadowMmuModes, LargePagesAreOneCallAndOneTlbEntry) {
   const uint32_t lin = 0xc0000000;
   pt->map_large(lin, 0x400000, pte::P | pte::RW | pte::G);
   fill(0x400000 + 0x3ff000, 0x77);
@@ -249,7 +310,7 @@ TEST_F(ShadowMmuTest, LargePagesAreOneCallAndOneTlbEntry) {
 
 // A CR3 load flushes non-global entries; the shadow keeps a mapping only if
 // the new tables translate it exactly as mapped (a refill would recreate it).
-TEST_F(ShadowMmuTest, Cr3LoadKeepsGlobalPagesAndRevalidatesTheRest) {
+TEST_P(ShadowMmuModes, Cr3LoadKeepsGlobalPagesAndRevalidatesTheRest) {
   pt->map(0xc0100000, 0x100000, pte::P | pte::RW | pte::D | pte::G);
   pt->map(0xc0200000, 0x101000, pte::P | pte::RW | pte::D);
   pt->map(0xc0300000, 0x105000, pte::P | pte::RW | pte::D);
@@ -305,7 +366,7 @@ TEST_F(ShadowMmuTest, Cr3LoadKeepsGlobalPagesAndRevalidatesTheRest) {
 
 // INVLPG drops a page whose entry changed, in both windows; a page whose
 // entry is unchanged may stay (a refill would recreate it).
-TEST_F(ShadowMmuTest, InvlpgDropsThePageInBothWindows) {
+TEST_P(ShadowMmuModes, InvlpgDropsThePageInBothWindows) {
   pt->map(0x08001000, 0x100000, kUserRw | pte::D);
   pt->map(0x08002000, 0x101000, kUserRw | pte::D);
   for (Window w : {Window::kUser, Window::kKernel})
@@ -333,7 +394,7 @@ TEST_F(ShadowMmuTest, InvlpgDropsThePageInBothWindows) {
   EXPECT_EQ(b, 0x15);
 }
 
-TEST_F(ShadowMmuTest, CodePagesStayReadOnlyAndWritesCallBack) {
+TEST_P(ShadowMmuModes, CodePagesStayReadOnlyAndWritesCallBack) {
   // One physical page at two user addresses and in the kernel window.
   pt->map(0x08001000, 0x300000, kUserRw | pte::D);
   pt->map(0x08801000, 0x300000, kUserRw | pte::D);
@@ -385,7 +446,7 @@ TEST_F(ShadowMmuTest, CodePagesStayReadOnlyAndWritesCallBack) {
   EXPECT_EQ(calls.size(), 2u);
 }
 
-TEST_F(ShadowMmuTest, CodePageInsideALargePage) {
+TEST_P(ShadowMmuModes, CodePageInsideALargePage) {
   pt->map_large(0xc0000000, 0x400000, pte::P | pte::RW | pte::D);
   shadow->protect_code_page(0x405000);
   const auto before = shadow->stats();
@@ -397,7 +458,7 @@ TEST_F(ShadowMmuTest, CodePageInsideALargePage) {
   EXPECT_TRUE(writable(kernel(0xc0006000)));
 }
 
-TEST_F(ShadowMmuTest, MmioBadTablesAndPageZero) {
+TEST_P(ShadowMmuModes, MmioBadTablesAndPageZero) {
   pt->map(0x00400000, 0xfee00000, pte::P | pte::RW);
   auto out = shadow->handle_host_fault(Window::kKernel, 0x00400030, Access::kWrite);
   ASSERT_EQ(out.kind, Kind::kNotRam);
@@ -420,7 +481,7 @@ TEST_F(ShadowMmuTest, MmioBadTablesAndPageZero) {
   EXPECT_TRUE(readable(kernel(0)));
 }
 
-TEST_F(ShadowMmuTest, PagingOffIsAnIdentityMapIn4MiBChunks) {
+TEST_P(ShadowMmuModes, PagingOffIsAnIdentityMapIn4MiBChunks) {
   shadow->set_control_registers(machine::cr0::PE, 0, 0);
   fill(0x123000, 0x12);
   const auto before = shadow->stats();
@@ -443,7 +504,7 @@ TEST_F(ShadowMmuTest, PagingOffIsAnIdentityMapIn4MiBChunks) {
   EXPECT_EQ(out.kind, Kind::kNotRam);
 }
 
-TEST_F(ShadowMmuTest, DropsCoalesceIntoFewUnmapCalls) {
+TEST_P(ShadowMmuModes, DropsCoalesceIntoFewUnmapCalls) {
   make(1024);  // prefault the whole page table
   for (uint32_t i = 0; i < 1024; ++i)
     pt->map(0x30000000 + i * kPageSize, 0x100000 + ((i * 37) % 1024) * kPageSize, kUserRw | pte::D);
@@ -459,7 +520,7 @@ TEST_F(ShadowMmuTest, DropsCoalesceIntoFewUnmapCalls) {
 }
 // Parking: a dropped 4 KiB mapping stays inaccessible in the host, and the
 // same frame at the same address comes back with a protect, not an mmap.
-TEST_F(ShadowMmuTest, DroppedPagesAreParkedAndComeBackWithoutMmap) {
+TEST_P(ShadowMmuModes, DroppedPagesAreParkedAndComeBackWithoutMmap) {
   make(1);  // no prefetch: one page per fault
   const uint32_t lin = 0x08048000;
   pt->map(lin, 0x200000, kUserRw | pte::D);
@@ -521,7 +582,7 @@ TEST_F(ShadowMmuTest, DroppedPagesAreParkedAndComeBackWithoutMmap) {
   EXPECT_FALSE(readable(user(lin)));
 }
 
-TEST_F(ShadowMmuTest, ParkedCodePageComesBackReadOnly) {
+TEST_P(ShadowMmuModes, ParkedCodePageComesBackReadOnly) {
   make(1);
   const uint32_t lin = 0x08048000;
   pt->map(lin, 0x200000, kUserRw | pte::D);
@@ -536,13 +597,14 @@ TEST_F(ShadowMmuTest, ParkedCodePageComesBackReadOnly) {
   EXPECT_FALSE(writable(user(lin)));
 }
 
-TEST_F(ShadowMmuTest, ParkingIsCappedOldestFirst) {
+TEST_P(ShadowMmuModes, ParkingIsCappedOldestFirst) {
   make(1);
   ShadowConfig config;
   config.user_base = 0;
   config.kernel_base = uintptr_t(1) << 36;
   config.prefault_cluster_pages = 1;
   config.max_parked_pages = 8;
+  config.exec_only_clean = exec_only_clean;
   shadow.reset();
   auto s = ShadowMmu::create(*mem, config);
   ASSERT_TRUE(s.ok()) << s.error().message;
@@ -610,6 +672,293 @@ TEST_F(ShadowMmuTest, ParkingIsCappedOldestFirst) {
   EXPECT_EQ(shadow->stats().map_calls - mid.map_calls, 1u);
 }
 
+// exec_only_clean: a frame holding cpuid (0F A2 anywhere, or A2 first: the
+// 0F may end the previous page) is never executable in the host; the fetch
+// says kNotExecutable so the run loop runs the page translated.
+TEST_F(ShadowMmuExec, FrameWithCpuidIsNotExecutable) {
+  const uint32_t lin = 0x08048000;
+  pt->map(lin, 0x200000, pte::P | pte::US);  // read-only user code page
+  fill(0x200000, 0x90);
+  poke(0x200000, {0xc3});
+  poke(0x200abc, {0x0f, 0xa2});
+  auto out = shadow->handle_host_fault(Window::kUser, lin + 0x10, Access::kFetch);
+  ASSERT_EQ(out.kind, Kind::kNotExecutable) << out.error;
+  EXPECT_EQ(out.phys, 0x200000u);
+  EXPECT_TRUE(readable(user(lin)));
+  EXPECT_FALSE(executes(user(lin)));
+  EXPECT_FALSE(shadow->lookup(Window::kUser, lin)->executable);
+  EXPECT_FALSE(shadow->exec_clean(0x200000));
+  EXPECT_TRUE(pt->pte(lin) & pte::A);  // the fetch happens (translated)
+  EXPECT_EQ(shadow->stats().exec_scans, 1u);
+  EXPECT_EQ(shadow->stats().exec_dirty_scans, 1u);
+  EXPECT_EQ(shadow->stats().not_executable_faults, 1u);
+  EXPECT_EQ(shadow->stats().hidden_faults, 0u);
+  // Again (the run loop comes back to the page): the verdict is re-checked
+  // in O(1), nothing is scanned or mapped.
+  auto before = shadow->stats();
+  ASSERT_EQ(shadow->handle_host_fault(Window::kUser, lin, Access::kFetch).kind, Kind::kNotExecutable);
+  EXPECT_EQ(shadow->stats().exec_scans, before.exec_scans);
+  EXPECT_EQ(shadow->stats().map_calls + shadow->stats().protect_calls, before.map_calls + before.protect_calls);
+  EXPECT_EQ(shadow->stats().not_executable_faults, 2u);
+  // The pair goes away (the frame is not write-protected, nothing noticed):
+  // the next fetch finds the cached pair gone, rescans, maps executable.
+  poke(0x200abc, {0x90, 0x90});
+  ASSERT_EQ(shadow->handle_host_fault(Window::kUser, lin, Access::kFetch).kind, Kind::kHidden);
+  EXPECT_EQ(shadow->stats().exec_scans, 2u);
+  EXPECT_TRUE(executes(user(lin)));
+  EXPECT_TRUE(shadow->exec_clean(0x200000));
+
+  // A frame that starts with A2: also not executable.
+  pt->map(lin + 0x100000, 0x201000, pte::P | pte::US);
+  poke(0x201000, {0xa2});
+  poke(0x201008, {0xc3});
+  ASSERT_EQ(shadow->handle_host_fault(Window::kUser, lin + 0x100008, Access::kFetch).kind, Kind::kNotExecutable);
+  EXPECT_FALSE(executes(user(lin + 0x100008)));
+  EXPECT_EQ(shadow->stats().exec_dirty_scans, 2u);
+  // ...and one that ends with 0F is fine (the next page holds the A2).
+  pt->map(lin + 0x200000, 0x202000, pte::P | pte::US);
+  poke(0x202000, {0xc3});
+  poke(0x202fff, {0x0f});
+  ASSERT_EQ(shadow->handle_host_fault(Window::kUser, lin + 0x200000, Access::kFetch).kind, Kind::kHidden);
+  EXPECT_TRUE(executes(user(lin + 0x200000)));
+}
+
+// A clean frame is executable until written through any alias: the write
+// revokes PROT_EXEC first (host write fault in either window, CPU-model
+// write), and the next fetch scans again.
+TEST_F(ShadowMmuExec, WritesRevokeExecuteBeforeTheyLand) {
+  const uint32_t code = 0x08048000, alias = 0x09000000, kern = 0xc0300000;
+  pt->map(code, 0x300000, pte::P | pte::US);        // read-only user mapping
+  pt->map(alias, 0x300000, kUserRw | pte::D);        // writable user alias
+  pt->map(kern, 0x300000, pte::P | pte::RW | pte::D);  // writable supervisor alias
+  fill(0x300000, 0x90);
+  poke(0x300000, {0xc3});
+  std::vector<uint32_t> code_writes;
+  shadow->set_code_write_callback([&](uint32_t p) { code_writes.push_back(p); });
+
+  // Read first: mapped, not executable, nothing scanned.
+  ASSERT_EQ(shadow->handle_host_fault(Window::kUser, code, Access::kRead).kind, Kind::kHidden);
+  EXPECT_FALSE(executes(user(code)));
+  ASSERT_EQ(shadow->handle_host_fault(Window::kUser, alias, Access::kWrite).kind, Kind::kHidden);
+  ASSERT_TRUE(writable(user(alias)));
+  EXPECT_EQ(shadow->stats().exec_scans, 0u);
+  // The fetch: scanned clean, executable; the writable alias is now read-only.
+  ASSERT_EQ(shadow->handle_host_fault(Window::kUser, code, Access::kFetch).kind, Kind::kHidden);
+  EXPECT_TRUE(executes(user(code)));
+  EXPECT_TRUE(shadow->lookup(Window::kUser, code)->executable);
+  EXPECT_FALSE(writable(user(alias)));
+  EXPECT_TRUE(readable(user(alias)));
+  EXPECT_EQ(shadow->stats().exec_scans, 1u);
+  // Mapped later in the kernel window: read-only although dirty and R/W.
+  ASSERT_EQ(shadow->handle_host_fault(Window::kKernel, kern, Access::kRead).kind, Kind::kHidden);
+  EXPECT_FALSE(writable(kernel(kern)));
+
+  // 1. A host write fault through the user alias.
+  ASSERT_EQ(shadow->handle_host_fault(Window::kUser, alias + 0x200, Access::kWrite).kind, Kind::kHidden);
+  EXPECT_EQ(shadow->stats().exec_revoked, 1u);
+  EXPECT_FALSE(shadow->exec_clean(0x300000));
+  EXPECT_FALSE(executes(user(code)));
+  EXPECT_FALSE(shadow->lookup(Window::kUser, code)->executable);
+  EXPECT_TRUE(readable(user(code)));
+  ASSERT_TRUE(writable(user(alias)));
+  std::memcpy(reinterpret_cast<void*>(user(alias + 0x200)), "\x0f\xa2", 2);
+  EXPECT_EQ(shadow->handle_host_fault(Window::kUser, code, Access::kFetch).kind, Kind::kNotExecutable);
+  EXPECT_EQ(shadow->stats().exec_scans, 2u);
+  std::memcpy(reinterpret_cast<void*>(user(alias + 0x200)), "\x90\x90", 2);
+  ASSERT_EQ(shadow->handle_host_fault(Window::kUser, code, Access::kFetch).kind, Kind::kHidden);
+  EXPECT_EQ(shadow->stats().exec_scans, 3u);
+  EXPECT_TRUE(executes(user(code)));
+  EXPECT_FALSE(writable(user(alias)));
+
+  // 2. A host write fault through the kernel window.
+  ASSERT_EQ(shadow->handle_host_fault(Window::kKernel, kern + 4, Access::kWrite).kind, Kind::kHidden);
+  EXPECT_EQ(shadow->stats().exec_revoked, 2u);
+  EXPECT_FALSE(executes(user(code)));
+  EXPECT_TRUE(writable(kernel(kern)));
+  ASSERT_EQ(shadow->handle_host_fault(Window::kUser, code, Access::kFetch).kind, Kind::kHidden);
+  EXPECT_TRUE(executes(user(code)));
+  EXPECT_FALSE(writable(kernel(kern)));
+
+  // 3. A CPU-model write through linear_memory().
+  const uint8_t pair[2] = {0x0f, 0xa2};
+  ASSERT_FALSE(shadow->linear_memory().write(kern + 0x300, pair, false));
+  EXPECT_EQ(shadow->stats().exec_revoked, 3u);
+  EXPECT_FALSE(executes(user(code)));
+  EXPECT_EQ(shadow->handle_host_fault(Window::kUser, code, Access::kFetch).kind, Kind::kNotExecutable);
+  // A write the guest does not allow revokes nothing (a true fault).
+  poke(0x300300, {0x90, 0x90});
+  ASSERT_EQ(shadow->handle_host_fault(Window::kUser, code, Access::kFetch).kind, Kind::kHidden);
+  EXPECT_EQ(shadow->handle_host_fault(Window::kUser, code, Access::kWrite).kind, Kind::kGuestFault);
+  EXPECT_TRUE(executes(user(code)));
+  EXPECT_EQ(shadow->stats().exec_revoked, 3u);
+
+  // None of that was translated code: no code-write callback. The two
+  // protections are separate: unprotecting code leaves exec-clean alone.
+  EXPECT_TRUE(code_writes.empty());
+  EXPECT_EQ(shadow->stats().code_write_faults + shadow->stats().code_writes_by_cpu, 0u);
+  shadow->protect_code_page(0x300000);
+  shadow->unprotect_code_page(0x300000);
+  EXPECT_TRUE(shadow->exec_clean(0x300000));
+  EXPECT_TRUE(executes(user(code)));
+  EXPECT_FALSE(writable(kernel(kern)));
+  // Both at once: a write ends both, calls back once.
+  shadow->protect_code_page(0x300000);
+  ASSERT_EQ(shadow->handle_host_fault(Window::kUser, alias, Access::kWrite).kind, Kind::kHidden);
+  EXPECT_EQ(code_writes, (std::vector<uint32_t>{0x300000}));
+  EXPECT_FALSE(shadow->exec_clean(0x300000));
+  EXPECT_FALSE(shadow->code_page_protected(0x300000));
+  EXPECT_FALSE(executes(user(code)));
+}
+
+// A page the shadow maps writable is never executable (its contents could
+// turn into a cpuid without a fault), whatever its frame holds.
+TEST_F(ShadowMmuExec, WritablePagesAreNotExecutable) {
+  const uint32_t lin = 0x08048000;
+  pt->map(lin, 0x400000, kUserRw | pte::D);
+  poke(0x400000, {0xc3});
+  auto out = shadow->handle_host_fault(Window::kUser, lin, Access::kFetch);
+  ASSERT_EQ(out.kind, Kind::kNotExecutable);
+  EXPECT_EQ(out.phys, 0x400000u);
+  EXPECT_TRUE(writable(user(lin)));
+  EXPECT_FALSE(executes(user(lin)));
+  EXPECT_EQ(shadow->stats().exec_scans, 0u);  // no point: it stays writable
+  ASSERT_EQ(shadow->handle_host_fault(Window::kUser, lin, Access::kFetch).kind, Kind::kNotExecutable);
+  EXPECT_TRUE(writable(user(lin)));
+
+  // R/W but not yet dirty: mapped read-only, so a clean frame may run until
+  // the first write, which sets D and takes execute away.
+  pt->map(lin + 0x1000, 0x401000, kUserRw);
+  poke(0x401000, {0xc3});
+  ASSERT_EQ(shadow->handle_host_fault(Window::kUser, lin + 0x1000, Access::kFetch).kind, Kind::kHidden);
+  EXPECT_TRUE(executes(user(lin + 0x1000)));
+  EXPECT_FALSE(writable(user(lin + 0x1000)));
+  ASSERT_EQ(shadow->handle_host_fault(Window::kUser, lin + 0x1000, Access::kWrite).kind, Kind::kHidden);
+  EXPECT_TRUE(pt->pte(lin + 0x1000) & pte::D);
+  EXPECT_TRUE(writable(user(lin + 0x1000)));
+  EXPECT_FALSE(executes(user(lin + 0x1000)));
+  EXPECT_EQ(shadow->stats().exec_revoked, 1u);
+  EXPECT_EQ(shadow->handle_host_fault(Window::kUser, lin + 0x1000, Access::kFetch).kind, Kind::kNotExecutable);
+}
+
+// Reads and writes never scan and never make a page executable unless its
+// frame is already known clean; then any read-only mapping of it is.
+TEST_F(ShadowMmuExec, ReadsNeverScan) {
+  for (uint32_t i = 0; i < 16; ++i) {
+    pt->map(0x10000000 + i * kPageSize, 0x500000 + i * kPageSize, pte::P | pte::US);
+    poke(0x500000 + i * kPageSize, {0xc3});
+  }
+  pt->map(0x20000000, 0x500000, pte::P | pte::US);  // alias of the first frame
+  pt->map(0x20010000, 0x600000, kUserRw);
+  ASSERT_EQ(shadow->handle_host_fault(Window::kUser, 0x10000000, Access::kRead).kind, Kind::kHidden);
+  ASSERT_EQ(shadow->handle_host_fault(Window::kUser, 0x20010000, Access::kWrite).kind, Kind::kHidden);
+  ASSERT_EQ(shadow->handle_host_fault(Window::kKernel, 0x10000000, Access::kRead).kind, Kind::kHidden);
+  EXPECT_EQ(shadow->stats().exec_scans, 0u);
+  for (uint32_t i = 0; i < 16; ++i) EXPECT_FALSE(executes(user(0x10000000 + i * kPageSize))) << i;
+  // A fetch on page 3 makes page 3's frame known clean: only that page.
+  ASSERT_EQ(shadow->handle_host_fault(Window::kUser, 0x10003000, Access::kFetch).kind, Kind::kHidden);
+  EXPECT_EQ(shadow->stats().exec_scans, 1u);
+  for (uint32_t i = 0; i < 16; ++i) EXPECT_EQ(executes(user(0x10000000 + i * kPageSize)), i == 3) << i;
+  // Frame 0 becomes clean through a fetch; its alias mapped later by a read
+  // is executable at once, without another scan.
+  ASSERT_EQ(shadow->handle_host_fault(Window::kUser, 0x10000000, Access::kFetch).kind, Kind::kHidden);
+  ASSERT_EQ(shadow->handle_host_fault(Window::kUser, 0x20000000, Access::kRead).kind, Kind::kHidden);
+  EXPECT_TRUE(executes(user(0x20000000)));
+  EXPECT_EQ(shadow->stats().exec_scans, 2u);
+  // A fetch in the kernel window is still bt86's bug, not the guest's.
+  EXPECT_EQ(shadow->handle_host_fault(Window::kKernel, 0x10000000, Access::kFetch).kind, Kind::kHostError);
+}
+
+// A fetch the guest's tables forbid is the guest's #PF, with the error code
+// of a CPU without NX (no I/D bit, SDM vol. 3A 4.7).
+TEST_F(ShadowMmuExec, FetchTrueFaults) {
+  pt->map(0x08048000, 0x200000, pte::P | pte::RW);  // supervisor page
+  auto out = shadow->handle_host_fault(Window::kUser, 0x08048010, Access::kFetch);
+  ASSERT_EQ(out.kind, Kind::kGuestFault);
+  EXPECT_EQ(out.fault.error, pf::P | pf::U);
+  EXPECT_EQ(out.fault.cr2, 0x08048010u);
+  out = shadow->handle_host_fault(Window::kUser, 0x0c000000, Access::kFetch);  // not present
+  ASSERT_EQ(out.kind, Kind::kGuestFault);
+  EXPECT_EQ(out.fault.error, pf::U);
+  EXPECT_EQ(shadow->stats().exec_scans + shadow->stats().not_executable_faults, 0u);
+}
+
+// Parked pages, CR3 revalidation and 4 MiB pages follow the same rule.
+TEST_F(ShadowMmuExec, ParkedKeptAndLargePagesFollowTheRule) {
+  make(1);
+  const uint32_t lin = 0x08048000, alias = 0x09000000;
+  pt->map(lin, 0x200000, pte::P | pte::US);
+  pt->map(alias, 0x200000, kUserRw | pte::D);
+  poke(0x200000, {0xc3});
+  ASSERT_EQ(shadow->handle_host_fault(Window::kUser, lin, Access::kFetch).kind, Kind::kHidden);
+  ASSERT_TRUE(executes(user(lin)));
+  // Parked and re-installed: a protect, executable again (frame still clean).
+  const uint32_t e = pt->pte(lin);
+  pt->set_pte(lin, 0);
+  shadow->invlpg(lin);
+  ASSERT_EQ(shadow->parked_phys(Window::kUser, lin), 0x200000u);
+  pt->set_pte(lin, e);
+  auto before = shadow->stats();
+  ASSERT_EQ(shadow->handle_host_fault(Window::kUser, lin, Access::kRead).kind, Kind::kHidden);
+  EXPECT_EQ(shadow->stats().pages_unparked - before.pages_unparked, 1u);
+  EXPECT_TRUE(executes(user(lin)));
+  // Parked again; the frame is written meanwhile (the parked page is not in
+  // the reverse map): it comes back without execute permission.
+  pt->set_pte(lin, 0);
+  shadow->invlpg(lin);
+  pt->set_pte(lin, e);
+  ASSERT_EQ(shadow->handle_host_fault(Window::kUser, alias, Access::kWrite).kind, Kind::kHidden);
+  EXPECT_EQ(shadow->stats().exec_revoked, 1u);
+  ASSERT_EQ(shadow->handle_host_fault(Window::kUser, lin, Access::kRead).kind, Kind::kHidden);
+  EXPECT_TRUE(readable(user(lin)));
+  EXPECT_FALSE(executes(user(lin)));
+
+  // A CR3 load keeps an executable page the new tables still map; if they
+  // now allow writes it stays read-only and executable until the write.
+  ASSERT_EQ(shadow->handle_host_fault(Window::kUser, lin, Access::kFetch).kind, Kind::kHidden);
+  ASSERT_TRUE(executes(user(lin)));
+  pt->set_pte(lin, e | pte::RW | pte::D);
+  shadow->load_cr3(pt->cr3());
+  EXPECT_TRUE(executes(user(lin)));
+  EXPECT_FALSE(writable(user(lin)));
+  ASSERT_EQ(shadow->handle_host_fault(Window::kUser, lin, Access::kWrite).kind, Kind::kHidden);
+  EXPECT_TRUE(writable(user(lin)));
+  EXPECT_FALSE(executes(user(lin)));
+  // The reverse: a writable mapping the new tables make read-only is
+  // write-protected by the CR3 load, and is not executable until a fetch.
+  pt->set_pte(lin, e);
+  shadow->load_cr3(pt->cr3());
+  EXPECT_FALSE(writable(user(lin)));
+  EXPECT_FALSE(executes(user(lin)));
+  ASSERT_EQ(shadow->handle_host_fault(Window::kUser, lin, Access::kFetch).kind, Kind::kHidden);
+  EXPECT_TRUE(executes(user(lin)));
+
+  // A user 4 MiB page: only the page fetched from is scanned and executable.
+  pt->map_large(0x40000000, 0x800000, pte::P | pte::US);
+  for (uint32_t i = 0; i < 4; ++i) poke(0x800000 + i * kPageSize, {0xc3});
+  poke(0x802100, {0x0f, 0xa2});
+  ASSERT_EQ(shadow->handle_host_fault(Window::kUser, 0x40001000, Access::kFetch).kind, Kind::kHidden);
+  EXPECT_TRUE(executes(user(0x40001000)));
+  EXPECT_FALSE(executes(user(0x40000000)));
+  EXPECT_TRUE(readable(user(0x40000000)));
+  EXPECT_EQ(shadow->handle_host_fault(Window::kUser, 0x40002000, Access::kFetch).kind, Kind::kNotExecutable);
+  EXPECT_FALSE(executes(user(0x40002000)));
+  ASSERT_EQ(shadow->handle_host_fault(Window::kUser, 0x40000000, Access::kFetch).kind, Kind::kHidden);
+  EXPECT_TRUE(executes(user(0x40000000)));
+}
+
+// exec_only_clean off: every user page is executable, as before.
+TEST_F(ShadowMmuTest, ExecOnlyCleanOffMapsEveryUserPageExecutable) {
+  pt->map(0x08048000, 0x200000, pte::P | pte::US);
+  pt->map(0x08049000, 0x201000, kUserRw | pte::D);
+  poke(0x200000, {0xc3, 0x0f, 0xa2});
+  poke(0x201000, {0xc3});
+  ASSERT_EQ(shadow->handle_host_fault(Window::kUser, 0x08048000, Access::kFetch).kind, Kind::kHidden);
+  EXPECT_TRUE(executes(user(0x08048000)));
+  EXPECT_TRUE(executes(user(0x08049000)));  // prefaulted neighbour, writable
+  EXPECT_TRUE(writable(user(0x08049000)));
+  EXPECT_EQ(shadow->stats().exec_scans + shadow->stats().not_executable_faults, 0u);
+}
+
 // Timings for the README and --stats reasoning, not a pass/fail test:
 //   mmu_tests --gtest_also_run_disabled_tests --gtest_filter='*DISABLED_Timings*'
 class ShadowMmuTiming : public ShadowMmuTest {};
@@ -650,6 +999,55 @@ TEST_F(ShadowMmuTiming, DISABLED_Timings) {
   shadow->invlpg(0xc0000000);
   t1 = Clock::now();
   std::printf("INVLPG of a 4 MiB page: %.1f us\n", us(t1 - t0));
+
+  // exec_only_clean: what fetch faults cost (cluster 1: one page per fault,
+  // 2048 read-only user pages on scattered frames of code-like bytes without
+  // A2, so a scan reads all 4 KiB; every other frame holds a cpuid).
+  exec_only_clean = true;
+  constexpr uint32_t kPages = 2048;
+  auto setup = [&] {
+    make(1);
+    for (uint32_t i = 0; i < kPages; ++i) {
+      const uint32_t frame = 0x100000 + ((i * 37) % 3000) * kPageSize;
+      uint8_t* p = mem->host(GuestPhys(frame), kPageSize);
+      for (uint32_t k = 0; k < kPageSize; ++k) p[k] = uint8_t((k * 131 + i) % 0xa0);
+      if (i % 2) p[1234] = 0x0f, p[1235] = 0xa2;
+      pt->map(0x40000000 + i * kPageSize, frame, pte::P | pte::US);
+    }
+  };
+  auto run = [&](const char* what, Access kind, uint32_t step) {
+    const auto s0 = shadow->stats();
+    auto t = Clock::now();
+    for (uint32_t i = 0; i < kPages; i += step)
+      (void)shadow->handle_host_fault(Window::kUser, 0x40000000 + i * kPageSize, kind);
+    const double d = us(Clock::now() - t) / (kPages / step);
+    std::printf("%-62s %.2f us/fault (%llu scans, %llu not executable)\n", what, d,
+                (unsigned long long)(shadow->stats().exec_scans - s0.exec_scans),
+                (unsigned long long)(shadow->stats().not_executable_faults - s0.not_executable_faults));
+  };
+  setup();
+  run("read fault, unmapped page (baseline, no scan):", Access::kRead, 1);
+  run("fetch fault, mapped non-exec page (scan, protect or nothing):", Access::kFetch, 1);
+  run("fetch fault again, frame with cpuid (O(1) recheck):", Access::kFetch, 2);
+  setup();
+  run("fetch fault, unmapped page, unknown frame (scan, map):", Access::kFetch, 1);
+  shadow->flush_all();
+  run("read fault, parked page, frame known clean (exec at once):", Access::kRead, 2);
+  // The scan alone, as the shadow does it (memchr for A2, then look back).
+  std::vector<uint8_t> page(kPageSize);
+  for (uint32_t k = 0; k < kPageSize; ++k) page[k] = uint8_t((k * 131) % 0xa0);
+  t0 = Clock::now();
+  uint32_t found = 0;
+  for (int r = 0; r < 100000; ++r) {
+    page[r % kPageSize] ^= 1;
+    const uint8_t* at = page.data() + 1;
+    const uint8_t* end = page.data() + kPageSize;
+    while ((at = static_cast<const uint8_t*>(std::memchr(at, 0xa2, size_t(end - at))))) {
+      if (at[-1] == 0x0f) { ++found; break; }
+      ++at;
+    }
+  }
+  std::printf("scan of a 4 KiB frame without A2 (memchr): %.3f us (%u)\n", us(Clock::now() - t0) / 100000, found);
 }
 
 
@@ -659,8 +1057,11 @@ TEST_F(ShadowMmuTiming, DISABLED_Timings) {
 // CPL-3 access may touch under the current guest tables, writable only if a
 // user write is allowed and D is set, never a protected code page writable;
 // the host mapping really shows the recorded frame (checked through a
-// per-frame tag) and its protection matches the record.
-TEST_F(ShadowMmuTest, RandomOperationsKeepTheInvariants) {
+// per-frame tag) and its protection matches the record. With exec_only_clean,
+// fetches and writes of cpuid bytes through the windows and the CPU model
+// mix in: a page the host can execute is read-only and its frame holds no
+// cpuid at that moment; an exec-clean frame is writable nowhere.
+TEST_P(ShadowMmuModes, RandomOperationsKeepTheInvariants) {
   uint32_t seed = 12345;
   auto rnd = [&](uint32_t n) {
     seed = seed * 1103515245u + 12345u;
@@ -668,9 +1069,13 @@ TEST_F(ShadowMmuTest, RandomOperationsKeepTheInvariants) {
   };
   // Tag every frame we use with its number.
   const uint32_t first_frame = 0x100, frames = 64;
+  // Every frame: its tag at 0, a `ret` at 8 (to probe execution), some a
+  // cpuid pair at 100; writes below put one at 200 or 300 or take it away.
   for (uint32_t f = first_frame; f < first_frame + frames; ++f) {
     uint32_t tag = f;
     std::memcpy(mem->host(GuestPhys(f << 12), 4), &tag, 4);
+    poke((f << 12) + 8, {0xc3});
+    if (f % 4 == 0) poke((f << 12) + 100, {0x0f, 0xa2});
   }
   const uint32_t lins[] = {0x08000000, 0x08001000, 0x08002000, 0x08003000, 0x08400000,
                            0x08401000, 0xc0000000, 0xc0001000, 0xc0002000, 0xbffff000};
@@ -707,6 +1112,18 @@ TEST_F(ShadowMmuTest, RandomOperationsKeepTheInvariants) {
         ASSERT_EQ(writable(host), s->writable) << step;
         if (s->writable) {
           ASSERT_FALSE(shadow->code_page_protected(s->phys)) << step;
+          ASSERT_FALSE(shadow->exec_clean(s->phys)) << step;
+        }
+        ASSERT_EQ(executes(host + 8), s->executable) << step << " " << std::hex << lin;
+        if (w == Window::kKernel || (exec_only_clean && s->writable)) {
+          ASSERT_FALSE(s->executable) << step;
+        }
+        if (w == Window::kUser && !exec_only_clean) {
+          ASSERT_TRUE(s->executable) << step;
+        }
+        if (exec_only_clean && s->executable) {
+          ASSERT_TRUE(shadow->exec_clean(s->phys)) << step;
+          ASSERT_FALSE(holds_cpuid(mem->host(GuestPhys(s->phys), kPageSize))) << step;
         }
         if (w == Window::kUser && !s->global) {
           // Entries that were not flushed since the last change must still
@@ -721,21 +1138,30 @@ TEST_F(ShadowMmuTest, RandomOperationsKeepTheInvariants) {
       }
     }
   };
-  for (int step = 0; step < 1500; ++step) {
+  for (int step = 0; step < 4000; ++step) {
     const uint32_t lin = lins[rnd(std::size(lins))];
     switch (rnd(6)) {
       case 0:
       case 1:
       case 2: {
         const Window w = rnd(2) ? Window::kUser : Window::kKernel;
-        const Access kind = rnd(2) ? Access::kWrite : Access::kRead;
+        const uint32_t k = rnd(3);
+        const Access kind = k == 0 ? Access::kWrite : k == 1 || w == Window::kKernel ? Access::kRead : Access::kFetch;
         auto out = shadow->handle_host_fault(w, lin + rnd(kPageSize), kind);
-        ASSERT_TRUE(out.kind == Kind::kHidden || out.kind == Kind::kGuestFault) << out.error;
-        if (out.kind == Kind::kHidden) {
+        ASSERT_TRUE(out.kind == Kind::kHidden || out.kind == Kind::kGuestFault ||
+                    (out.kind == Kind::kNotExecutable && exec_only_clean && kind == Access::kFetch))
+            << int(out.kind) << out.error;
+        if (out.kind == Kind::kHidden || out.kind == Kind::kNotExecutable) {
           auto s = shadow->lookup(w, lin);
           ASSERT_TRUE(s);
           if (kind == Access::kWrite) {
             ASSERT_TRUE(s->writable);
+            // The write the fault was for, through the window: a cpuid or not.
+            const uint8_t bytes[2] = {uint8_t(rnd(2) ? 0x0f : 0x90), uint8_t(rnd(2) ? 0xa2 : 0x90)};
+            std::memcpy(reinterpret_cast<void*>(shadow->window_base(w) + lin + 200), bytes, 2);
+          }
+          if (kind == Access::kFetch) {
+            ASSERT_EQ(s->executable, out.kind == Kind::kHidden);
           }
         }
         break;
@@ -757,8 +1183,14 @@ TEST_F(ShadowMmuTest, RandomOperationsKeepTheInvariants) {
         }
         break;
       case 5:
-        if (rnd(2)) shadow->protect_code_page((first_frame + rnd(frames)) << 12);
-        else shadow->unprotect_code_page((first_frame + rnd(frames)) << 12);
+        if (rnd(2)) {
+          if (rnd(2)) shadow->protect_code_page((first_frame + rnd(frames)) << 12);
+          else shadow->unprotect_code_page((first_frame + rnd(frames)) << 12);
+        } else {
+          // The CPU model writes (a supervisor write; it may fault).
+          const uint8_t bytes[2] = {uint8_t(rnd(2) ? 0x0f : 0x90), uint8_t(rnd(2) ? 0xa2 : 0x90)};
+          (void)shadow->linear_memory().write(lin + 300, bytes, false);
+        }
         break;
     }
     check(step);
@@ -766,6 +1198,14 @@ TEST_F(ShadowMmuTest, RandomOperationsKeepTheInvariants) {
   }
   EXPECT_GT(shadow->stats().hidden_faults, 100u);
   EXPECT_GT(shadow->stats().true_faults, 50u);
+  if (exec_only_clean) {
+    EXPECT_GT(shadow->stats().exec_scans, 20u);
+    EXPECT_GT(shadow->stats().exec_dirty_scans, 5u);
+    EXPECT_GT(shadow->stats().not_executable_faults, 20u);
+    EXPECT_GT(shadow->stats().exec_revoked, 5u);
+  } else {
+    EXPECT_EQ(shadow->stats().exec_scans + shadow->stats().not_executable_faults, 0u);
+  }
 }
 
 }  // namespace
