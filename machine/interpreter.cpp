@@ -948,7 +948,10 @@ Fault Interpreter::dispatch() {
 
 StepResult Interpreter::run() {
   StepResult result;
-  const VcpuState before_sys{.sys = m_s.sys, .cpl = m_s.cpl};
+  // Only what the result compares (a whole VcpuState would initialise an
+  // FXSAVE area on every callout).
+  const uint8_t cpl_before = m_s.cpl;
+  const uint32_t cr0_before = m_s.sys.cr0, cr3_before = m_s.sys.cr3, cr4_before = m_s.sys.cr4;
   const bool tf = m_s.regs.eflags & fl::TF;
   m_s.interrupt_shadow = false;  // the shadow covered this instruction at most
 
@@ -990,10 +993,9 @@ StepResult Interpreter::run() {
   }
   result.unimplemented = m_unimplemented;
   const uint32_t mode_bits = cr0::PE | cr0::PG;
-  result.mode_changed = m_s.cpl != before_sys.cpl || ((m_s.sys.cr0 ^ before_sys.sys.cr0) & mode_bits);
-  result.paging_changed = ((m_s.sys.cr0 ^ before_sys.sys.cr0) & (cr0::PG | cr0::WP | cr0::PE)) ||
-                          m_s.sys.cr3 != before_sys.sys.cr3 ||
-                          ((m_s.sys.cr4 ^ before_sys.sys.cr4) & (cr4::PSE | cr4::PGE | cr4::PAE));
+  result.mode_changed = m_s.cpl != cpl_before || ((m_s.sys.cr0 ^ cr0_before) & mode_bits);
+  result.paging_changed = ((m_s.sys.cr0 ^ cr0_before) & (cr0::PG | cr0::WP | cr0::PE)) || m_s.sys.cr3 != cr3_before ||
+                          ((m_s.sys.cr4 ^ cr4_before) & (cr4::PSE | cr4::PGE | cr4::PAE));
   return result;
 }
 
