@@ -218,6 +218,10 @@ Status PcMachine::init() {
 
   mmu::ShadowConfig sc;
   sc.kernel_base = m_config.kernel_window_base;
+  // The host never executes a user page that may hold cpuid (this host has
+  // no CPUID faulting, and the guest must see the virtual CPU at CPL 3 too):
+  // such pages run through the user translator (run_user).
+  sc.exec_only_clean = true;
   auto shadow = mmu::ShadowMmu::create(*m_memory, sc);
   if (!shadow) return shadow.error();
   m_mmu = std::move(*shadow);
@@ -679,6 +683,13 @@ std::optional<Stop> PcMachine::resolve_page_fault(mmu::Window window, uint32_t l
       return guest_error(fmt::format("guest {} code at eip {:#x} uses linear page {:#x}, which bt86 cannot map "
                                      "in the host (page 0 of the user window)",
                                      who, m_vcpu.regs.eip, lin));
+    case mmu::HostFaultOutcome::Kind::kNotExecutable:
+      // Direct execution fetched from a user page the host must not run
+      // (it may hold cpuid, or it is writable): the page is mapped for
+      // reads, and the user translator runs the code (run_user).
+      ++m_stats.not_executable;
+      m_translate_user_next = window == mmu::Window::kUser;
+      return std::nullopt;
     case mmu::HostFaultOutcome::Kind::kHostError:
       return Stop{StopReason::kHostError, 3, "shadow paging: " + o.error};
   }
@@ -837,6 +848,12 @@ std::string PcMachine::stats_text() const {
       ms.hidden_faults, ms.true_faults, ms.dirty_upgrades, ms.pages_mapped, ms.map_calls, ms.pages_dropped,
       ms.unmap_calls, ms.pages_parked, ms.pages_unparked, ms.parked_evicted, ms.cr3_loads, ms.pages_kept, ms.full_flushes, ms.invlpgs, ms.code_pages_protected, ms.code_write_faults,
       ms.code_writes_by_cpu);
+  const mmu::PagedMemoryStats& ps = m_mmu->paged_memory().stats();
+  s += fmt::format("mmu: CPU model TLB hits {}, misses {}, flushes {}, invlpgs {}\n", ps.tlb_hits, ps.tlb_misses,
+                   ps.tlb_flushes, ps.tlb_invlpgs);
+  s += fmt::format("mmu: user pages scanned for cpuid {} ({} holding one), fetches the host refused {}, clean frames "
+                   "written {}\n",
+                   ms.exec_scans, ms.exec_dirty_scans, ms.not_executable_faults, ms.exec_revoked);
   s += m_translator->format_stats();
   // The same counters for guest user code, each line marked.
   const std::string user = m_user_translator->format_stats();

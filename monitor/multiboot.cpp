@@ -338,10 +338,9 @@ std::optional<MultibootHeader> find_multiboot_header(std::span<const uint8_t> im
 }
 
 const char* multiboot_loader_name() {
-  // Without CPUID faulting guest user code runs cpuid natively and sees the
-  // host CPU: say so, so that a test kernel can tell this host limit from a
-  // bt86 bug (tests/guest/kernels/cpuid.c).
-  return runtime::detail::host_features().cpuid_faulting ? kLoaderName : kLoaderNameHostCpuid;
+  // Guest user code sees the virtual CPU's cpuid on every host (CPUID
+  // faulting, or pages holding cpuid run translated: mmu/README.md).
+  return kLoaderName;
 }
 
 Result<machine::VcpuState> load_multiboot(mmu::GuestMemory& ram, std::span<const uint8_t> image,

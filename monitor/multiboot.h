@@ -86,11 +86,8 @@ std::optional<MultibootHeader> find_multiboot_header(std::span<const uint8_t> im
 // segments (0x10) described by a valid GDT in the info area that GDTR points
 // to, CR0.PE = 1, CR0.PG = 0, EFLAGS = 0x2 (IF = 0, VM = 0), ESP =
 // kMultibootInfoBase. `name` only prefixes error messages.
-// The Multiboot boot_loader_name bt86 gives: kLoaderName, or
-// kLoaderNameHostCpuid on a host without CPUID faulting (user-mode cpuid
-// then answers with the host CPU, README "Known limits" (b)).
+// The Multiboot boot_loader_name bt86 gives.
 inline constexpr const char* kLoaderName = "bt86";
-inline constexpr const char* kLoaderNameHostCpuid = "bt86 (user-mode cpuid: host)";
 const char* multiboot_loader_name();
 
 Result<machine::VcpuState> load_multiboot(mmu::GuestMemory& ram, std::span<const uint8_t> image,

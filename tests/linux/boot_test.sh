@@ -48,6 +48,7 @@ wait_for_shell "$out"
 sleep 1
 run "ls /"
 run "cat /proc/cpuinfo | grep -m1 'model name'"
+run "/bench/cpuid"
 run "dmesg | grep -m1 'Linux version'"
 run "ps | grep -c -w init"
 run "top -n1 | grep -m1 -c Mem"
@@ -75,6 +76,9 @@ expect() {
 expect "bt86-guest-ready" "the kernel booted and /init ran"
 expect "bench.*dev.*init" "ls /"
 expect "model name.*bt86 virtual 686 CPU" "/proc/cpuinfo shows the virtual CPU"
+expect 'cpuid: brand "bt86 virtual 686 CPU"' "user-mode cpuid shows the virtual CPU too"
+expect "cpuid: vendor GenuineIntel" "user-mode cpuid: the virtual vendor"
+expect "sep=0 vme=0 pae=0" "user-mode cpuid: no SEP, VME or PAE"
 expect "Linux version 6.1" "dmesg"
 expect "^ghi" "a pipeline"
 expect "forks=1000" "a shell loop forking 1,000 processes"
@@ -85,7 +89,7 @@ if grep -a -q "^sleep-not-interrupted" "$out" || [ "$ctrl_c_secs" -ge 50 ]; then
 else
   echo "ok: Ctrl-C interrupted the foreground process (${ctrl_c_secs} s)"
 fi
-expect "^@@done 10@@" "every command finished"
+expect "^@@done 11@@" "every command finished"
 if [ "$status" -ne 0 ]; then echo "FAIL: bt86 exit status $status after poweroff -f (want 0)"; fail=1; fi
 if [ "$fail" -ne 0 ]; then echo "--- guest output ---"; tail -n 60 "$out"; fi
 
