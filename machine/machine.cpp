@@ -373,7 +373,7 @@ std::optional<Stop> PcMachine::run_user() {
     if (needs_checked_mode()) return checked_step(*m_user_translator);
     return run_user_translated();
   }
-  if (m_user_policy.translate() && !needs_checked_mode() && !alignment_checks() &&
+  if (m_user_policy.translate(m_now_ns) && !needs_checked_mode() && !alignment_checks() &&
       m_vcpu.regs.sreg(Seg::CS).base == 0)
     return run_user_translated();
   return run_direct();

@@ -70,9 +70,14 @@ class UserEnginePolicy {
     }
     m_slot = nullptr;
   }
-  // Whether the current stint should run translated.
-  bool translate() const {
-    return m_config.enabled && (m_config.always || (m_slot && m_slot->average_ns < m_config.translate_below_ns));
+  // Whether the current stint should run translated at now_ns: a stint
+  // that has already run past reset_above_ns without entering the kernel
+  // (a loop with no interrupts either) is a compute phase.
+  bool translate(uint64_t now_ns) const {
+    if (!m_config.enabled) return false;
+    if (m_config.always) return true;
+    if (!m_slot || m_slot->average_ns >= m_config.translate_below_ns) return false;
+    return m_stint_ns + (now_ns - m_entered_ns) < m_config.reset_above_ns;
   }
   // The average stint of an address space (tests, --stats).
   uint64_t average_ns(uint32_t cr3) const {

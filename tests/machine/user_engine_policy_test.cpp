@@ -19,7 +19,17 @@ void stint(UserEnginePolicy& p, uint32_t cr3, uint64_t ns, uint64_t& now) {
 TEST(UserEnginePolicy, NewAddressSpacesStartTranslated) {
   UserEnginePolicy p;
   p.user_entered(kCr3a, 0);
-  EXPECT_TRUE(p.translate());
+  EXPECT_TRUE(p.translate(1000));
+}
+
+// A loop that never enters the kernel (no system call, no interrupt) is a
+// compute phase once it has run past reset_above_ns: asked again (after the
+// host tick stopped the translator), the policy says direct.
+TEST(UserEnginePolicy, ALongStintGoesDirectWithoutLeavingUserMode) {
+  UserEnginePolicy p;
+  p.user_entered(kCr3a, 0);
+  EXPECT_TRUE(p.translate(100'000));
+  EXPECT_FALSE(p.translate(UserEnginePolicyConfig{}.reset_above_ns + 1));
 }
 
 TEST(UserEnginePolicy, AComputePhaseGoesDirectAfterOneLongStint) {
@@ -27,7 +37,7 @@ TEST(UserEnginePolicy, AComputePhaseGoesDirectAfterOneLongStint) {
   uint64_t now = 0;
   stint(p, kCr3a, 1'000'000, now);  // ran a whole timer tick without a system call
   p.user_entered(kCr3a, now);
-  EXPECT_FALSE(p.translate());
+  EXPECT_FALSE(p.translate(now));
   EXPECT_EQ(p.average_ns(kCr3a), 1'000'000u);
 }
 
@@ -38,7 +48,7 @@ TEST(UserEnginePolicy, FrequentTrapsBringTranslationBack) {
   int stints = 0;
   for (;;) {
     p.user_entered(kCr3a, now);
-    if (p.translate()) break;
+    if (p.translate(now)) break;
     now += 1000;  // 1 µs between system calls
     p.user_left(now);
     ASSERT_LT(++stints, 40) << "never switched back to translation";
@@ -52,21 +62,21 @@ TEST(UserEnginePolicy, AddressSpacesAreTrackedApart) {
   stint(p, kCr3a, 1'000'000, now);
   stint(p, kCr3b, 500, now);
   p.user_entered(kCr3b, now);
-  EXPECT_TRUE(p.translate());
+  EXPECT_TRUE(p.translate(now));
   p.user_left(now + 10);
   p.user_entered(kCr3a, now);
-  EXPECT_FALSE(p.translate());
+  EXPECT_FALSE(p.translate(now));
 }
 
 TEST(UserEnginePolicy, ModesOverrideTheMeasurement) {
   UserEnginePolicy direct({.enabled = false});
   direct.user_entered(kCr3a, 0);
-  EXPECT_FALSE(direct.translate());
+  EXPECT_FALSE(direct.translate(0));
   UserEnginePolicy always({.always = true});
   uint64_t now = 0;
   stint(always, kCr3a, 10'000'000, now);
   always.user_entered(kCr3a, now);
-  EXPECT_TRUE(always.translate());
+  EXPECT_TRUE(always.translate(now));
 }
 
 // Page faults and interrupts cost the same in both engines: a compute
@@ -82,7 +92,7 @@ TEST(UserEnginePolicy, PageFaultsDoNotEndAStint) {
     now += 10000;  // the guest kernel's fault handler
   }
   p.user_entered(kCr3a, now);
-  EXPECT_FALSE(p.translate());
+  EXPECT_FALSE(p.translate(now));
   EXPECT_GE(p.average_ns(kCr3a), UserEnginePolicyConfig{}.translate_below_ns);
 }
 
@@ -99,7 +109,7 @@ TEST(UserEnginePolicy, SystemCallsBetweenFaultsStillCount) {
     p.user_left(now, true);  // a system call: 2 µs of user time since the last one
   }
   p.user_entered(kCr3a, now);
-  EXPECT_TRUE(p.translate());
+  EXPECT_TRUE(p.translate(now));
   EXPECT_LT(p.average_ns(kCr3a), UserEnginePolicyConfig{}.translate_below_ns);
 }
 
