@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <deque>
 #include <string>
+#include <vector>
 
 #include "runtime/cpu_state.h"
 #include "translator/context.h"
@@ -65,14 +66,31 @@ class CalloutRuntime {
     m_sites.push_back({g});
     return &m_sites.back();
   }
-  void clear() { m_sites.clear(); }
+  // Called by a flush, possibly from inside a handler (a flush in a
+  // callout): the site being handled must outlive it, so the sites are set
+  // aside and freed when the callout returns (bt86_callout_entry used to
+  // copy the ~1.1 KiB CalloutInsn on every callout instead).
+  void clear() {
+    if (in_callout) {
+      m_retired.push_back(std::move(m_sites));
+      m_sites = {};
+    } else {
+      m_sites.clear();
+    }
+  }
+  void free_retired() { m_retired.clear(); }
+  bool has_retired() const { return !m_retired.empty(); }
   size_t sites() const { return m_sites.size(); }
+  bool in_callout = false;  // inside bt86_callout_entry's call of the handler
 
   // "cpuid: 12, in: 3400 ..." (most frequent first) for --stats.
   std::string format_counts() const;
 
  private:
   std::deque<CalloutInsn> m_sites;  // deque: addresses stay valid as it grows
+  // Site lists cleared during a callout. A moved-from deque hands over its
+  // blocks, so the elements keep their addresses.
+  std::vector<std::deque<CalloutInsn>> m_retired;
 };
 
 // Called by the callout stub (System V ABI) with the guest state stored in

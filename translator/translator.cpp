@@ -422,6 +422,7 @@ void Translator::record_seg_load(const runtime::CpuState& cpu, const CalloutInsn
 
 void Translator::drop_blocks() {
   m_blocks.clear();
+  m_dispatch.fill({});
   m_detached.clear();
   m_callouts.clear();
   m_seg_used = 0;
@@ -479,6 +480,7 @@ void Translator::drop_block(Block* b) {
     if (e.host == reinterpret_cast<uint64_t>(b->entry())) e = LookupEntry{0, 0, m_miss_stub};
   }
   if (auto it = m_blocks.find(b->guest_eip); it != m_blocks.end() && it->second == b) m_blocks.erase(it);
+  forget_dispatch(b);
   for (uint8_t i = 0; i < b->page_count; ++i) {
     auto it = m_pages.find(b->pages[i]);
     if (it == m_pages.end()) continue;
@@ -532,6 +534,7 @@ void Translator::unreach(Block* b) {
     if (e.host == reinterpret_cast<uint64_t>(b->entry())) e = LookupEntry{0, 0, m_miss_stub};
   }
   if (auto it = m_blocks.find(b->guest_eip); it != m_blocks.end() && it->second == b) m_blocks.erase(it);
+  forget_dispatch(b);
 }
 
 void Translator::detach_code_page(uint32_t phys_page) {
@@ -716,6 +719,14 @@ Result<const Block*> Translator::translate(uint32_t eip, bool ephemeral, bool un
 }
 
 void Translator::sync_segments(const runtime::CpuState& cpu) {
+  // The same six segment caches as at the last sync: nothing below would
+  // change (the result depends only on them, check_segments, m_seg_used and
+  // m_seg_flat; with equal caches no base and no flatness differs, whatever
+  // translations were added since). Called on every dispatch; the caches
+  // change only with segment loads (callouts, fast loads).
+  if (m_seg_synced && m_seg_snapshot == cpu.seg) return;
+  m_seg_snapshot = cpu.seg;
+  m_seg_synced = true;
   // Segment bases are constants in translated code: if one that some
   // translation used has changed, drop them all (rare: Linux keeps its kernel
   // bases for good; FS/GS bases are read at run time). The same for a
@@ -732,7 +743,12 @@ void Translator::sync_segments(const runtime::CpuState& cpu) {
 
 const Block* Translator::block_at(uint32_t eip, const runtime::CpuState& cpu) {
   sync_segments(cpu);
-  if (auto it = m_blocks.find(eip); it != m_blocks.end()) return it->second;
+  DispatchSlot& d = m_dispatch[dispatch_slot(eip)];
+  if (d.eip == eip && d.block) return d.block;
+  if (auto it = m_blocks.find(eip); it != m_blocks.end()) {
+    d = {eip, it->second};
+    return it->second;
+  }
   auto b = translate(eip);
   if (!b) {
     log::get("translator")->error("translating {:#x}: {}", eip, b.error().message);

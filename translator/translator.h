@@ -260,6 +260,9 @@ class Translator {
   // whose flatness some translation assumed (DecodedBlock::seg_flat).
   uint8_t m_seg_checked = 0;
   uint8_t m_seg_flat = 0;
+  // cpu.seg as sync_segments() last saw it (valid once m_seg_synced).
+  std::array<runtime::SegmentCache, runtime::kNumSegs> m_seg_snapshot{};
+  bool m_seg_synced = false;
   bool m_unchecked_step = false;  // inside run_one()
   bool m_fpu_checked = false;
   CalloutRuntime m_callouts;
@@ -272,6 +275,22 @@ class Translator {
   Block m_unreadable;  // the answer for code that cannot be read (never cached)
   std::vector<Block*> m_by_host;
   std::unordered_map<uint32_t, Block*> m_blocks;  // live blocks by guest EIP
+  // A direct-mapped cache of m_blocks for the dispatcher (block_at), which
+  // runs after every callout and exit: the hash map's lookup (a division
+  // and two dependent loads) showed up in profiles of system-call loops.
+  // A slot never outlives its block's place in m_blocks: drop_blocks,
+  // drop_block and unreach empty it.
+  struct DispatchSlot {
+    uint32_t eip = 0;
+    Block* block = nullptr;
+  };
+  static constexpr uint32_t kDispatchSlots = 1024;
+  static uint32_t dispatch_slot(uint32_t eip) { return (eip ^ (eip >> 10)) & (kDispatchSlots - 1); }
+  void forget_dispatch(const Block* b) {
+    DispatchSlot& d = m_dispatch[dispatch_slot(b->guest_eip)];
+    if (d.block == b) d = {};
+  }
+  std::array<DispatchSlot, kDispatchSlots> m_dispatch{};
   std::unordered_map<uint32_t, std::vector<Block*>> m_pages;  // live blocks by guest physical page
   std::unordered_map<uint32_t, std::vector<Block*>> m_detached;  // detached blocks by guest physical page
   std::vector<uint16_t> m_lookup_used;  // lookup slots written since the last clear

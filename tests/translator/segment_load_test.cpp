@@ -60,6 +60,10 @@ struct LoadingHandler final : translator::CalloutHandler {
     if (insn.id() == ZYDIS_MNEMONIC_HLT) return CalloutAction::kStop;
     if (insn.id() == ZYDIS_MNEMONIC_VERW) {
       verws.push_back(g.eip);
+      if (flush_in_verw) {
+        flush_in_verw->flush();  // frees the translations while insn is in use
+        set_aside = flush_in_verw->callouts().has_retired();
+      }
       return verw(cpu, g);
     }
     loads.push_back(g.eip);
@@ -107,6 +111,8 @@ struct LoadingHandler final : translator::CalloutHandler {
   TestMachine* m = nullptr;
   uint32_t gdt = kGdt;
   uint16_t limit = kGdtLimit;
+  translator::Translator* flush_in_verw = nullptr;
+  bool set_aside = false;  // the flush kept the callout sites for the rest of the callout
   std::vector<uint32_t> loads;  // EIPs of the segment loads that reached the handler
   std::vector<uint32_t> verws;  // EIPs of the verws that reached the handler
 };
@@ -502,6 +508,27 @@ TEST_F(Verw, FaultsInTheInlinePathArePrecise) {
   EXPECT_EQ(r.stop, RunStop::kCallout) << r.detail;
   EXPECT_EQ(cpu.reg(EDX) & 0xffff, 0x0101u);
   EXPECT_TRUE(handler.verws.empty());
+}
+
+// A handler may flush the translator (the machine does on a CR0.TS change):
+// the callout's CalloutInsn must stay valid for the rest of the callout
+// (CalloutRuntime::clear sets the sites aside), here for record_verw.
+TEST_F(Verw, AFlushInsideTheCalloutKeepsTheInstructionUntilItReturns) {
+  load(snippet_verw_three());
+  handler.flush_in_verw = tr.get();
+  prime();
+  auto r = tr->run(cpu, 1000);
+  ASSERT_EQ(r.stop, RunStop::kCallout) << r.detail;
+  EXPECT_EQ(handler.verws.size(), 3u);
+  EXPECT_EQ(cpu.reg(EDX) & 0xffff, 0x0101u);
+  EXPECT_TRUE(handler.set_aside);
+  EXPECT_FALSE(tr->callouts().has_retired());  // freed when the callout returned
+  handler.flush_in_verw = nullptr;
+  reset();
+  prime();
+  tr->run(cpu, 1000);
+  EXPECT_TRUE(handler.verws.empty());  // all three remembered from the flushed sites
+  EXPECT_EQ(fast(), 3u);
 }
 
 TEST_F(Verw, OffWithoutFastSegmentLoads) {
