@@ -23,13 +23,11 @@
 #include <cstring>
 #include <map>
 #include <memory>
-#include <optional>
 #include <string>
 #include <vector>
 
-#include "mmu/guest_memory.h"
-#include "mmu/guest_window.h"
-#include "runtime/direct_executor.h"
+#include "tests/runtime/direct_machine.h"
+#include "tests/runtime/guest_loops.h"
 #include "tests/runtime/guest_snippet.h"
 #include "translator/translator.h"
 
@@ -37,8 +35,6 @@ namespace {
 
 using namespace bt86;
 using runtime::CpuState;
-
-#define INTEL(name, code) GUEST_SNIPPET(name, ".intel_syntax noprefix\n" code "\n.att_syntax prefix\n")
 
 constexpr uint32_t kCode = 0x00400000, kCodePa = 0x100000, kCodeSize = 0x40000;
 constexpr uint32_t kData = 0x00800000, kDataPa = 0x200000, kDataSize = 0x100000;
@@ -96,23 +92,7 @@ INTEL(sort,
       "jnz 2b\n"
       "int3\n")
 
-INTEL(fib,
-      "mov eax, 22\n"
-      "call 2f\n"
-      "int3\n"
-      "2: cmp eax, 2\n"
-      "jb 3f\n"
-      "push eax\n"
-      "dec eax\n"
-      "call 2b\n"
-      "mov ecx, eax\n"
-      "pop eax\n"
-      "push ecx\n"
-      "sub eax, 2\n"
-      "call 2b\n"
-      "pop ecx\n"
-      "add eax, ecx\n"
-      "3: ret\n")
+INTEL(fib, "mov eax, 22\n" GUEST_FIB_OF_EAX)
 
 INTEL(indirect,
       "call 0f\n"
@@ -143,33 +123,27 @@ INTEL(mix,
       ".endr\n"
       "int3\n")
 
-struct Machine {
-  std::optional<mmu::GuestMemory> memory;
-  std::optional<mmu::GuestWindow> window;
-  std::unique_ptr<runtime::DirectExecutor> executor;
+struct Machine : test::DirectMachine {
   std::unique_ptr<translator::SpanCodeReader> reader;
 
   static Machine& get() {
     static Machine* m = [] {
       auto* t = new Machine;
-      t->memory.emplace(std::move(mmu::GuestMemory::create(16).value()));
-      t->window.emplace(std::move(mmu::GuestWindow::reserve(*t->memory, 0).value()));
-      using mmu::GuestPhys, mmu::GuestVirt, mmu::Prot;
-      if (!t->window->map(GuestVirt(kCode), GuestPhys(kCodePa), kCodeSize, Prot::All) ||
-          !t->window->map(GuestVirt(kData), GuestPhys(kDataPa), kDataSize, Prot::ReadWrite) ||
-          !t->window->map(GuestVirt(kStack), GuestPhys(kStackPa), kStackSize, Prot::ReadWrite))
-        std::abort();
+      using mmu::Prot;
       runtime::DirectConfig config;
       config.tick_period = std::chrono::microseconds(0);  // no preemption noise
-      t->executor = std::move(runtime::DirectExecutor::create(config).value());
+      t->build({{kCode, kCodePa, kCodeSize, Prot::All},
+                {kData, kDataPa, kDataSize, Prot::ReadWrite},
+                {kStack, kStackPa, kStackSize, Prot::ReadWrite}},
+               config);
       t->reader = std::make_unique<translator::SpanCodeReader>(
-          mmu::GuestVirt(kCode), std::span<const uint8_t>(t->memory->host(GuestPhys(kCodePa), kCodeSize), kCodeSize));
+          mmu::GuestVirt(kCode), std::span<const uint8_t>(t->host(kCodePa, kCodeSize), kCodeSize));
       return t;
     }();
     return *m;
   }
   void load(std::span<const uint8_t> code) {
-    std::memcpy(memory->host(mmu::GuestPhys(kCodePa), kCodeSize), code.data(), code.size());
+    std::memcpy(host(kCodePa, kCodeSize), code.data(), code.size());
   }
   static CpuState state() {
     CpuState c = CpuState::flat_user(kCode, kStackTop);

@@ -16,13 +16,10 @@
 #include <cstdio>
 #include <cstring>
 #include <map>
-#include <optional>
 #include <string>
 
-#include "mmu/guest_memory.h"
-#include "mmu/guest_window.h"
-#include "runtime/direct_executor.h"
 #include "runtime/world_switch.h"
+#include "tests/runtime/direct_machine.h"
 
 namespace {
 
@@ -31,32 +28,24 @@ using runtime::CpuState;
 using runtime::Seg;
 using runtime::SegmentCache;
 
-constexpr uint32_t kCode = 0x00400000, kGate = 0x00401000, kStackTop = 0x00610000;
+constexpr uint32_t kCode = 0x00400000, kCodePa = 0x100000, kCodeSize = 0x2000, kGate = 0x00401000;
+constexpr uint32_t kStack = 0x00600000, kStackPa = 0x300000, kStackSize = 0x10000, kStackTop = kStack + kStackSize;
 
 std::map<std::string, double> g_ns_per_op;
 
-struct Machine {
-  std::optional<mmu::GuestMemory> memory;
-  std::optional<mmu::GuestWindow> window;
-  std::unique_ptr<runtime::DirectExecutor> executor;
-
+struct Machine : test::DirectMachine {
   static Machine& get() {
     static Machine* m = [] {
       auto* t = new Machine;
-      t->memory.emplace(std::move(mmu::GuestMemory::create(16).value()));
-      t->window.emplace(std::move(mmu::GuestWindow::reserve(*t->memory, 0).value()));
-      using mmu::GuestPhys, mmu::GuestVirt, mmu::Prot;
-      if (!t->window->map(GuestVirt(kCode), GuestPhys(0x100000), 0x2000, Prot::All) ||
-          !t->window->map(GuestVirt(0x600000), GuestPhys(0x300000), 0x10000, Prot::ReadWrite))
-        std::abort();
+      using mmu::Prot;
       runtime::DirectConfig config;
       config.tick_period = std::chrono::microseconds(0);  // no preemption noise
-      t->executor = std::move(runtime::DirectExecutor::create(config).value());
+      t->build({{kCode, kCodePa, kCodeSize, Prot::All}, {kStack, kStackPa, kStackSize, Prot::ReadWrite}}, config);
       return t;
     }();
     return *m;
   }
-  uint8_t* code() { return memory->host(mmu::GuestPhys(0x100000), 0x2000); }
+  uint8_t* code() { return host(kCodePa, kCodeSize); }
   static CpuState state() { return CpuState::flat_user(kCode, kStackTop); }
 };
 

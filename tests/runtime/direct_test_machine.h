@@ -5,16 +5,11 @@
 //   0x00600000  stack (64 KiB, rw)           0x00700000 never mapped
 #pragma once
 
-#include <gtest/gtest.h>
-
+#include <chrono>
 #include <cstring>
-#include <memory>
-#include <optional>
 #include <span>
 
-#include "mmu/guest_memory.h"
-#include "mmu/guest_window.h"
-#include "runtime/direct_executor.h"
+#include "tests/runtime/direct_machine.h"
 
 namespace bt86::test {
 
@@ -29,44 +24,35 @@ inline constexpr uint32_t kStackTop = 0x00610000, kUnmapped = 0x00700000;
 inline constexpr uint32_t kCodePa = 0x100000, kDataPa = 0x200000, kStackPa = 0x300000;
 inline constexpr uint32_t kRegion = 0x10000;
 
-struct TestMachine {
-  std::optional<mmu::GuestMemory> memory;
-  std::optional<mmu::GuestWindow> window;
-  std::unique_ptr<runtime::DirectExecutor> executor;
-
+struct TestMachine : DirectMachine {
   static TestMachine& get() {
     static TestMachine* m = [] {
       auto* t = new TestMachine;
-      auto mem = mmu::GuestMemory::create(16);
-      if (!mem) { ADD_FAILURE() << mem.error().message; std::abort(); }
-      t->memory.emplace(std::move(mem.value()));
-      auto win = mmu::GuestWindow::reserve(*t->memory, 0);
-      if (!win) { ADD_FAILURE() << win.error().message; std::abort(); }
-      t->window.emplace(std::move(win.value()));
-      using mmu::GuestPhys, mmu::GuestVirt, mmu::Prot;
-      auto ok = t->window->map(GuestVirt(kCode), GuestPhys(kCodePa), kRegion, Prot::ReadExec) &&
-                t->window->map(GuestVirt(kData), GuestPhys(kDataPa), kRegion, Prot::ReadWrite) &&
-                t->window->map(GuestVirt(kStack), GuestPhys(kStackPa), kRegion, Prot::ReadWrite);
-      if (!ok) std::abort();
+      using mmu::Prot;
       runtime::DirectConfig config;
       config.segment_boundary = 0xC0000000;
       config.tick_period = std::chrono::microseconds(2000);
-      auto ex = runtime::DirectExecutor::create(config);
-      if (!ex) { ADD_FAILURE() << ex.error().message; std::abort(); }
-      t->executor = std::move(ex.value());
+      t->build({{kCode, kCodePa, kRegion, Prot::ReadExec},
+                {kData, kDataPa, kRegion, Prot::ReadWrite},
+                {kStack, kStackPa, kRegion, Prot::ReadWrite}},
+               config);
       return t;
     }();
     return *m;
   }
 
-  uint8_t* data() { return memory->host(mmu::GuestPhys(kDataPa), kRegion); }
+  uint8_t* code() { return host(kCodePa, kRegion); }
+  uint8_t* data() { return host(kDataPa, kRegion); }
+
+  // Copies code to kCode.
+  void load(std::span<const uint8_t> bytes) { std::memcpy(code(), bytes.data(), bytes.size()); }
 
   static CpuState initial_state() { return CpuState::flat_user(kCode, kStackTop); }
 
   // Loads code at kCode and runs until an exit that is not a preemption
   // tick (ticks are a legitimate exit at any point; the code just resumes).
-  ExitRecord run(std::span<const uint8_t> code, CpuState& cpu, bool stop_on_tick = false) {
-    std::memcpy(memory->host(mmu::GuestPhys(kCodePa), kRegion), code.data(), code.size());
+  ExitRecord run(std::span<const uint8_t> bytes, CpuState& cpu, bool stop_on_tick = false) {
+    load(bytes);
     for (;;) {
       ExitRecord x = executor->run(cpu);
       if (x.kind != ExitKind::Preempted || stop_on_tick) return x;

@@ -23,3 +23,6 @@
   static std::span<const uint8_t> snippet_##name() {                     \
     return {snippet_##name##_begin, size_t(snippet_##name##_end - snippet_##name##_begin)}; \
   }
+
+// The same in Intel syntax (the assembler is switched back to AT&T after it).
+#define INTEL(name, code) GUEST_SNIPPET(name, ".intel_syntax noprefix\n" code "\n.att_syntax prefix\n")

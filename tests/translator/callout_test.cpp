@@ -14,8 +14,6 @@
 namespace bt86::test {
 namespace {
 
-#define INTEL(name, code) GUEST_SNIPPET(name, ".intel_syntax noprefix\n" code "\n.att_syntax prefix\n")
-
 using namespace runtime;
 using translator::CalloutAction;
 using translator::CalloutInsn;
@@ -62,7 +60,7 @@ class Callouts : public ::testing::Test {
   void SetUp() override {
     m = &TestMachine::get();
     reader = std::make_unique<translator::SpanCodeReader>(
-        mmu::GuestVirt(kCode), std::span<const uint8_t>(m->memory->host(mmu::GuestPhys(kCodePa), kRegion), kRegion));
+        mmu::GuestVirt(kCode), std::span<const uint8_t>(m->code(), kRegion));
     auto t = translator::Translator::create({}, *reader);
     ASSERT_TRUE(t.ok());
     tr = std::move(t.value());
@@ -71,7 +69,7 @@ class Callouts : public ::testing::Test {
     std::memset(m->data(), 0, kRegion);
   }
   translator::RunResult run(std::span<const uint8_t> code, uint64_t max_blocks = 1000) {
-    std::memcpy(m->memory->host(mmu::GuestPhys(kCodePa), kRegion), code.data(), code.size());
+    m->load(code);
     return tr->run(cpu, max_blocks);
   }
   TestMachine* m = nullptr;

@@ -11,13 +11,12 @@
 #include <fmt/format.h>
 
 #include "tests/runtime/direct_test_machine.h"
+#include "tests/runtime/guest_loops.h"
 #include "tests/runtime/guest_snippet.h"
 #include "translator/translator.h"
 
 namespace bt86::test {
 namespace {
-
-#define INTEL(name, code) GUEST_SNIPPET(name, ".intel_syntax noprefix\n" code "\n.att_syntax prefix\n")
 
 using namespace runtime;
 using translator::RunResult;
@@ -50,7 +49,7 @@ class ControlFlow : public ::testing::Test {
     std::memset(m->data(), 0, kRegion);
   }
   void load(std::span<const uint8_t> code) {
-    std::memcpy(m->memory->host(mmu::GuestPhys(kCodePa), kRegion), code.data(), code.size());
+    m->load(code);
   }
   TestMachine* m = nullptr;
   CpuState cpu;
@@ -120,24 +119,7 @@ TEST_F(ControlFlow, JccArmsAreLinkedAndTheResultIsRight) {
   EXPECT_GT(t->context().block_entries, 10000u);
 }
 
-INTEL(fib,
-      "mov eax, 15\n"
-      "call 2f\n"
-      "int3\n"
-      // fib(eax) -> eax, recursive; ebx, ecx scratch
-      "2: cmp eax, 2\n"
-      "jb 3f\n"
-      "push eax\n"
-      "dec eax\n"
-      "call 2b\n"
-      "mov ecx, eax\n"
-      "pop eax\n"
-      "push ecx\n"
-      "sub eax, 2\n"
-      "call 2b\n"
-      "pop ecx\n"
-      "add eax, ecx\n"
-      "3: ret\n")
+INTEL(fib, "mov eax, 15\n" GUEST_FIB_OF_EAX)
 
 // Recursion: every ret is an indirect branch resolved by the in-TC lookup.
 TEST_F(ControlFlow, ReturnsHitTheInTcLookup) {

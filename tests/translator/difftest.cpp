@@ -638,7 +638,7 @@ struct Harness {
       auto* h = new Harness;
       h->m = &TestMachine::get();
       h->reader = std::make_unique<translator::SpanCodeReader>(
-          mmu::GuestVirt(kCode), std::span<const uint8_t>(h->m->memory->host(mmu::GuestPhys(kCodePa), kRegion), kRegion));
+          mmu::GuestVirt(kCode), std::span<const uint8_t>(h->m->code(), kRegion));
       auto t = translator::Translator::create({}, *h->reader);
       if (!t) { std::fprintf(stderr, "%s\n", t.error().message.c_str()); std::abort(); }
       h->translator = std::move(t.value());

@@ -83,7 +83,7 @@ struct FuzzHarness {
       auto* h = new FuzzHarness;
       h->m = &TestMachine::get();
       h->reader = std::make_unique<translator::SpanCodeReader>(
-          mmu::GuestVirt(kCode), std::span<const uint8_t>(h->m->memory->host(mmu::GuestPhys(kCodePa), kRegion), kRegion));
+          mmu::GuestVirt(kCode), std::span<const uint8_t>(h->m->code(), kRegion));
       auto t = translator::Translator::create({}, *h->reader);
       if (!t) {
         std::fprintf(stderr, "%s\n", t.error().message.c_str());
@@ -120,7 +120,7 @@ std::string hex(const uint8_t* p, size_t n) {
 FuzzSummary run_fuzz(uint64_t seed, uint64_t count) {
   FuzzHarness& h = FuzzHarness::get();
   FuzzSummary summary;
-  uint8_t* code = h.m->memory->host(mmu::GuestPhys(kCodePa), kRegion);
+  uint8_t* code = h.m->code();
   const translator::TranslatorStats before = h.translator->stats();
   for (uint64_t index = 0; index < count; ++index) {
     Rng rng(seed * 0x9E3779B97F4A7C15ull + index);

@@ -11,8 +11,6 @@
 namespace bt86::translator {
 namespace {
 
-#define INTEL(name, code) GUEST_SNIPPET(name, ".intel_syntax noprefix\n" code "\n.att_syntax prefix\n")
-
 constexpr uint32_t kGuestAt = 0x00401000;
 constexpr uint64_t kHostAt = 0x7f0000000000, kStub = 0x7f0000100000;
 

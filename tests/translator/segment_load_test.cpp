@@ -16,8 +16,6 @@
 namespace bt86::test {
 namespace {
 
-#define INTEL(name, code) GUEST_SNIPPET(name, ".intel_syntax noprefix\n" code "\n.att_syntax prefix\n")
-
 using namespace runtime;
 using translator::CalloutAction;
 using translator::CalloutInsn;
@@ -149,7 +147,7 @@ class SegmentLoads : public ::testing::Test {
     handler.verws.clear();
   }
   void load(std::span<const uint8_t> code) {
-    std::memcpy(m->memory->host(mmu::GuestPhys(kCodePa), kRegion), code.data(), code.size());
+    m->load(code);
   }
   void put_stack(uint32_t value) {
     std::memcpy(m->memory->host(mmu::GuestPhys(kStackPa + (cpu.reg(ESP) - kStack)), 4), &value, 4);

@@ -9,8 +9,6 @@
 namespace bt86::test {
 namespace {
 
-#define INTEL(name, code) GUEST_SNIPPET(name, ".intel_syntax noprefix\n" code "\n.att_syntax prefix\n")
-
 using namespace runtime;
 using translator::RunStop;
 
@@ -18,7 +16,7 @@ class TranslatorRun : public ::testing::Test {
  protected:
   static translator::Translator& tr() {
     static translator::SpanCodeReader* reader = new translator::SpanCodeReader(
-        mmu::GuestVirt(kCode), std::span<const uint8_t>(TestMachine::get().memory->host(mmu::GuestPhys(kCodePa), kRegion), kRegion));
+        mmu::GuestVirt(kCode), std::span<const uint8_t>(TestMachine::get().code(), kRegion));
     static auto* t = [] {
       auto r = translator::Translator::create({}, *reader);
       if (!r) std::abort();
@@ -33,7 +31,7 @@ class TranslatorRun : public ::testing::Test {
     tr().flush();
   }
   translator::RunResult run(std::span<const uint8_t> code, uint64_t max_blocks = 1000) {
-    std::memcpy(m->memory->host(mmu::GuestPhys(kCodePa), kRegion), code.data(), code.size());
+    m->load(code);
     return tr().run(cpu, max_blocks);
   }
   TestMachine* m = nullptr;
@@ -122,9 +120,9 @@ INTEL(spin, "1: jmp 1b\n")
 // max_blocks counts entries from the dispatcher: without chaining that is
 // every block (with chaining an endless loop needs request_exit()).
 TEST_F(TranslatorRun, MaxBlocksStopsAnEndlessLoopWithoutChaining) {
-  std::memcpy(m->memory->host(mmu::GuestPhys(kCodePa), kRegion), snippet_spin().data(), snippet_spin().size());
+  m->load(snippet_spin());
   translator::SpanCodeReader reader(mmu::GuestVirt(kCode),
-                                    std::span<const uint8_t>(m->memory->host(mmu::GuestPhys(kCodePa), kRegion), kRegion));
+                                    std::span<const uint8_t>(m->code(), kRegion));
   translator::TranslatorConfig config;
   config.chain = false;
   auto t = translator::Translator::create(config, reader);
