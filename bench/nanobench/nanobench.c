@@ -15,7 +15,6 @@
 // 0x61, as Linux's pit_calibrate_tsc does), so results are in ns whatever
 // the TSC rate. Results go to COM1 as "nanobench: <name> <ns> ns ..."; then
 // the guest writes 0 to the debug-exit port (exit status 1).
-#include <stdarg.h>
 #include <stdint.h>
 
 #include "guestlib.h"
@@ -45,31 +44,8 @@ uint32_t nb_saved_esp;
 volatile uint32_t nb_user_count;
 volatile uint64_t nb_user_cycles;
 
-// ---- output -------------------------------------------------------------------
-static void print(const char* fmt, ...) {
-  // %s, %u (32-bit), %U (64-bit), %d.1 style is done by the caller.
-  va_list ap;
-  va_start(ap, fmt);
-  for (; *fmt; ++fmt) {
-    if (*fmt != '%') {
-      serial_write(fmt, 1);
-      continue;
-    }
-    ++fmt;
-    if (*fmt == 's') {
-      for (const char* s = va_arg(ap, const char*); *s; ++s) serial_putc(*s);
-    } else if (*fmt == 'u' || *fmt == 'U' || *fmt == 'x') {
-      uint64_t v = *fmt == 'U' ? va_arg(ap, uint64_t) : va_arg(ap, uint32_t);
-      unsigned base = *fmt == 'x' ? 16 : 10;
-      char tmp[24];
-      int n = 0;
-      do tmp[n++] = "0123456789abcdef"[v % base], v /= base;
-      while (v);
-      while (n) serial_putc(tmp[--n]);
-    }
-  }
-  va_end(ap);
-}
+// ---- output: guestlib's serial_printf (fmt.h) --------------------------------
+#define print serial_printf
 
 // Every vector without a benchmark handler has guestlib's stub: report and stop.
 struct regs* isr_dispatch(struct regs* f) {
@@ -219,7 +195,7 @@ static void run(const char* name, Loop loop, int from_user) {
   uint64_t milli_cycles_per_op = cycles * 1000 / n;
   uint64_t ps = milli_cycles_per_op * 1000000 / g_tsc_khz;
   uint64_t tenth_ns = (ps + 50) / 100;
-  print("nanobench: %s %U.%u ns %U cycles n=%u\n", name, tenth_ns / 10, (uint32_t)(tenth_ns % 10),
+  print("nanobench: %s %llu.%u ns %llu cycles n=%u\n", name, tenth_ns / 10, (uint32_t)(tenth_ns % 10),
         (milli_cycles_per_op + 500) / 1000, n);
 }
 
@@ -239,7 +215,7 @@ void guest_main(uint32_t magic, const void* mbi) {
     print("nanobench: FAIL: PIT counter 2 never reached zero; cannot calibrate the TSC\n");
     debug_exit(0x7f);
   }
-  print("nanobench: tsc %U.%U MHz (PIT counter 2, uncertainty %U ppm)\n", g_tsc_khz / 1000, g_tsc_khz % 1000 / 100,
+  print("nanobench: tsc %llu.%llu MHz (PIT counter 2, uncertainty %llu ppm)\n", g_tsc_khz / 1000, g_tsc_khz % 1000 / 100,
         g_calibration_ppm);
   run("syscall", loop_syscall, 1);
   run("in", nb_loop_in, 0);

@@ -3,6 +3,8 @@
    datasheet. */
 #include "guestlib.h"
 
+#include "fmt.h"
+
 #define COM1 0x3f8
 #define DEBUG_EXIT 0xf4
 
@@ -80,6 +82,20 @@ void serial_write(const char *s, uint32_t n) {
     if (s[i] == '\n') serial_putc('\r');
     serial_putc(s[i]);
   }
+}
+
+void serial_vprintf(const char *fmt, va_list ap) {
+  char buf[64];
+  FmtOut o = {buf, sizeof buf, 0, serial_write};
+  fmt_vout(&o, fmt, ap);
+  serial_write(buf, (uint32_t)o.len);
+}
+
+void serial_printf(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  serial_vprintf(fmt, ap);
+  va_end(ap);
 }
 
 void debug_exit(uint8_t value) {

@@ -1,9 +1,10 @@
 /* guestlib: what every 32-bit Multiboot guest in this repository needs
    (samples/minios, bench/nanobench, tests/guest): privileged-instruction
    wrappers, the interrupt frame of entry.S, the flat GDT with one TSS, IDT
-   gates, COM1 output and the debug-exit port. Each program defines
-   guest_main() (called by entry.S) and isr_dispatch(). */
+   gates, COM1 output (with printf, fmt.h) and the debug-exit port. Each
+   program defines guest_main() (called by entry.S) and isr_dispatch(). */
 #pragma once
+#include <stdarg.h>
 #include <stdint.h>
 
 #include "selectors.h"
@@ -100,6 +101,10 @@ void idt_load(const uint64_t *idt, unsigned entries);
 void serial_init(void);                       /* 115200 8N1, FIFOs on, no interrupts */
 void serial_putc(char c);                     /* one byte as is */
 void serial_write(const char *s, uint32_t n); /* "\n" goes out as "\r\n" */
+/* printf to COM1 through serial_write, with fmt.h's conversions (%d %u %x
+   %p %c %s, ll, zero flag and width); nothing is truncated. */
+void serial_printf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+void serial_vprintf(const char *fmt, va_list ap);
 /* QEMU's isa-debug-exit and bt86 both exit with status (value << 1) | 1;
    without that device the guest halts here. */
 __attribute__((noreturn)) void debug_exit(uint8_t value);

@@ -11,31 +11,17 @@
 #include "mmu/guest_memory.h"
 #include "mmu/page_walk.h"
 #include "mmu/paged_memory.h"
-#include "tests/mmu/page_tables.h"
+#include "tests/mmu/paging_fixture.h"
 
 namespace bt86::mmu {
 namespace {
 
 using machine::Access;
 namespace pf = machine::pf;
-using testing::PageTables;
+using testing::kPgPe;
+using testing::RecordingObserver;
 
-constexpr uint32_t kPgPe = machine::cr0::PG | machine::cr0::PE;
-
-class PageWalkTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    auto m = GuestMemory::create(16);
-    ASSERT_TRUE(m.ok());
-    mem.emplace(std::move(*m));
-    pt.emplace(*mem, 0x10000, 0x20000);
-  }
-  PagingControl control(uint32_t cr0_extra = 0, uint32_t cr4 = 0) const {
-    return PagingControl{kPgPe | cr0_extra, pt->cr3(), cr4};
-  }
-  std::optional<GuestMemory> mem;
-  std::optional<PageTables> pt;
-};
+using PageWalkTest = testing::PagingTest;
 
 TEST_F(PageWalkTest, EveryPermissionCombination) {
   const uint32_t lin = 0x40001000;
@@ -199,12 +185,6 @@ TEST_F(PageWalkTest, PhysicalAddressesOutsideRam) {
   ASSERT_EQ(t.status, WalkStatus::kTableNotRam);
   EXPECT_EQ(t.phys, 0xfffffffcu);
 }
-
-class RecordingObserver final : public PhysWriteObserver {
- public:
-  void phys_page_written(uint32_t phys_page) override { pages.push_back(phys_page); }
-  std::vector<uint32_t> pages;
-};
 
 TEST_F(PageWalkTest, PagedMemoryCrossesPagesAndFaultsCleanly) {
   PagedMemory lm(*mem);

@@ -14,31 +14,27 @@
 #include "mmu/guest_memory.h"
 #include "mmu/page_walk.h"
 #include "mmu/paged_memory.h"
-#include "tests/mmu/page_tables.h"
+#include "tests/mmu/paging_fixture.h"
 
 namespace bt86::mmu {
 namespace {
 
 using machine::Access;
 namespace pf = machine::pf;
+using testing::kPgPe;
 using testing::PageTables;
+using testing::RecordingObserver;
 
-constexpr uint32_t kPgPe = machine::cr0::PG | machine::cr0::PE;
 constexpr uint32_t kUrw = pte::P | pte::RW | pte::US;
 
-class PagedMemoryTlbTest : public ::testing::Test {
+class PagedMemoryTlbTest : public testing::PagingTest {
  protected:
   void SetUp() override {
-    auto m = GuestMemory::create(16);
-    ASSERT_TRUE(m.ok());
-    mem.emplace(std::move(*m));
-    pt.emplace(*mem, 0x10000, 0x20000);
+    PagingTest::SetUp();
+    if (HasFatalFailure()) return;
     // Distinct contents per frame: frame f holds the byte f >> 12.
     for (uint32_t f = 0x100000; f < 0x140000; f += kPageSize)
       std::memset(mem->host(GuestPhys(f), kPageSize), int(f >> 12), kPageSize);
-  }
-  PagingControl control(uint32_t cr0_extra = 0, uint32_t cr4 = 0) const {
-    return PagingControl{kPgPe | cr0_extra, pt->cr3(), cr4};
   }
   uint8_t read8(PagedMemory& lm, uint32_t lin, bool user = false) {
     uint8_t b = 0;
@@ -49,14 +45,6 @@ class PagedMemoryTlbTest : public ::testing::Test {
   std::optional<machine::GuestFault> write8(PagedMemory& lm, uint32_t lin, uint8_t v, bool user) {
     return lm.write(lin, {&v, 1}, user);
   }
-  std::optional<GuestMemory> mem;
-  std::optional<PageTables> pt;
-};
-
-class RecordingObserver final : public PhysWriteObserver {
- public:
-  void phys_page_written(uint32_t phys_page) override { pages.push_back(phys_page); }
-  std::vector<uint32_t> pages;
 };
 
 TEST_F(PagedMemoryTlbTest, HitsReadWhatWalksReadAndSetDirtyOnTheFirstWrite) {

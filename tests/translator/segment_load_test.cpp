@@ -120,13 +120,7 @@ class SegmentLoads : public ::testing::Test {
   void SetUp() override {
     m = &TestMachine::get();
     reader = std::make_unique<RegionReader>(*m);
-    translator::TranslatorConfig config;
-    config.fast_segment_loads = true;
-    auto t = translator::Translator::create(config, *reader);
-    ASSERT_TRUE(t.ok());
-    tr = std::move(t.value());
     handler.m = m;
-    tr->set_callout_handler(&handler);
     std::memset(m->data(), 0, kRegion);
     for (uint32_t base : {kGdt, kGdt2}) {
       uint64_t* gdt = reinterpret_cast<uint64_t*>(m->data() + (base - kData));
@@ -136,8 +130,22 @@ class SegmentLoads : public ::testing::Test {
       gdt[4] = descriptor(0x1234000, 0xfffff, 0x3, true);   // 0x20
       gdt[5] = descriptor(0x4000, 0xffff, 0x3, false);      // 0x28 64 KiB limit
     }
-    tr->set_gdt(kGdt, kGdtLimit);
+    translator::TranslatorConfig config;
+    config.fast_segment_loads = true;
+    ASSERT_TRUE(use_translator(config));
     reset();
+  }
+  // Replaces tr by a translator with `config`, the handler and the GDT at kGdt.
+  bool use_translator(const translator::TranslatorConfig& config) {
+    auto t = translator::Translator::create(config, *reader);
+    if (!t.ok()) {
+      ADD_FAILURE() << t.error().message;
+      return false;
+    }
+    tr = std::move(t.value());
+    tr->set_callout_handler(&handler);
+    tr->set_gdt(kGdt, kGdtLimit);
+    return true;
   }
   void reset() {
     cpu = TestMachine::initial_state();
@@ -304,11 +312,7 @@ TEST_F(SegmentLoads, ReplayedLoadOfANonFlatSegmentKeepsTheChecks) {
   translator::TranslatorConfig config;
   config.fast_segment_loads = true;
   config.check_segments = true;
-  auto t = translator::Translator::create(config, *reader);
-  ASSERT_TRUE(t.ok());
-  tr = std::move(t.value());
-  tr->set_callout_handler(&handler);
-  tr->set_gdt(kGdt, kGdtLimit);
+  ASSERT_TRUE(use_translator(config));
   load(snippet_fs_then_checked_read());
   for (int i = 0; i < 2; ++i) {
     reset();
@@ -376,11 +380,7 @@ TEST_F(SegmentLoads, FaultsInTheInlinePathArePreciseGuestFaults) {
 
 // Off by default: every load calls out.
 TEST_F(SegmentLoads, OffByDefault) {
-  auto t = translator::Translator::create({}, *reader);
-  ASSERT_TRUE(t.ok());
-  tr = std::move(t.value());
-  tr->set_callout_handler(&handler);
-  tr->set_gdt(kGdt, kGdtLimit);
+  ASSERT_TRUE(use_translator({}));
   load(snippet_mov_fs());
   for (int i = 0; i < 2; ++i) {
     reset();
@@ -530,11 +530,7 @@ TEST_F(Verw, AFlushInsideTheCalloutKeepsTheInstructionUntilItReturns) {
 }
 
 TEST_F(Verw, OffWithoutFastSegmentLoads) {
-  auto t = translator::Translator::create({}, *reader);
-  ASSERT_TRUE(t.ok());
-  tr = std::move(t.value());
-  tr->set_callout_handler(&handler);
-  tr->set_gdt(kGdt, kGdtLimit);
+  ASSERT_TRUE(use_translator({}));
   load(snippet_verw_three());
   for (int i = 0; i < 2; ++i) {
     reset();

@@ -30,7 +30,7 @@ static const char* g_name;
 
 void say(const char* fmt, ...) {
   char line[160];
-  FmtOut prefix = {line, sizeof line - 2, 0};
+  FmtOut prefix = {line, sizeof line - 2, 0, 0};
   fmt_putc(&prefix, '[');
   fmt_number(&prefix, (uint32_t)g_pid, 10, 0, 0, ' ');
   fmt_putc(&prefix, ' ');

@@ -25,7 +25,7 @@ struct multiboot_mod { uint32_t mod_start, mod_end, string, reserved; };
 struct multiboot_mmap { uint32_t size; uint64_t base, len; uint32_t type; } __attribute__((packed));
 
 /* ---- output and verdict ---- */
-void print(const char *fmt, ...);  /* %x %08x %d %u %s %c */
+void print(const char *fmt, ...) __attribute__((format(printf, 1, 2))); /* guestlib serial_printf (fmt.h) */
 void vprint(const char *fmt, va_list ap);
 __attribute__((noreturn)) void pass(void);
 __attribute__((noreturn, format(printf, 1, 2))) void fail(const char *fmt, ...);
