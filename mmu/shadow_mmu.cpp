@@ -4,6 +4,7 @@
 #include "mmu/shadow_mmu.h"
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 
 #include "base/log.h"
@@ -137,6 +138,7 @@ void ShadowMmu::record(Window which, uint32_t page, uint32_t pfn, uint32_t flags
 
   s.entry = (pfn << 12) | flags | kSlotValid;
   s.node = node;
+  region->valid[(page % kPagesPerRegion) / 64] |= uint64_t(1) << (page % 64);
   ++region->count;
   if (!(flags & kSlotGlobal)) ++region->local;
   ++w.pages;
@@ -154,6 +156,7 @@ void ShadowMmu::forget(Window which, uint32_t page, bool park) {
   m_rmap_nodes[slot.node].next = m_rmap_free;
   m_rmap_free = slot.node;
   if (!(slot.entry & kSlotGlobal)) --region->local;
+  region->valid[(page % kPagesPerRegion) / 64] &= ~(uint64_t(1) << (page % 64));
   if (park) {
     slot.entry = (pfn << 12) | kSlotParked;
     slot.node = ++w.park_tick;
@@ -250,7 +253,13 @@ void ShadowMmu::drop_where(Window which, uint32_t first_region, uint32_t end_reg
     run_len = 0;
   };
   for (uint32_t r = first_region; r < end_region; ++r) {
-    for (uint32_t i = 0; i < kPagesPerRegion && w.regions[r] && (!local_only || w.regions[r]->local); ++i) {
+    if (!w.regions[r]) continue;
+    // The valid slots as they were on entry (forget() clears bits and may
+    // free the region with its last page: the loop then stops).
+    const auto bits = w.regions[r]->valid;
+    for (uint32_t word = 0; word < kPagesPerRegionWords; ++word) {
+     for (uint64_t b = bits[word]; b != 0 && w.regions[r] && (!local_only || w.regions[r]->local); b &= b - 1) {
+      const uint32_t i = word * 64 + uint32_t(std::countr_zero(b));
       Slot& slot = w.regions[r]->slots[i];
       const uint32_t page = r * kPagesPerRegion + i;
       if (!(slot.entry & kSlotValid) || keep(page, slot)) continue;
@@ -262,6 +271,7 @@ void ShadowMmu::drop_where(Window which, uint32_t first_region, uint32_t end_reg
       }
       ++run_len;
       forget(which, page, park);  // frees the region with its last page: the loop stops
+     }
     }
   }
   flush();
@@ -310,37 +320,131 @@ void ShadowMmu::load_cr3(uint32_t cr3) {
 // gets its accessed bit as that refill would set it. Processes share their
 // code and, after fork, most pages, so most of the shadow survives a
 // context switch instead of being unmapped and faulted in again.
+//
+// With ShadowConfig::remap_after_cr3, a 4 KiB page the new tables give a
+// different frame (the parent's stack after its child's copy-on-write copy,
+// and back) is re-mapped at once,
+// like a speculative TLB fill (SDM vol. 3A, 4.10.2.3; A is set as for the
+// prefaulted neighbours of a fault): one mmap per contiguous run instead of
+// a park now plus a hidden fault and an mmap at the next touch. Pages that
+// become read-only are write-protected one mprotect per run.
 void ShadowMmu::revalidate_after_cr3() {
+  const uint32_t ram_pages = uint32_t(m_rmap_head.size());
   for (Window which : {Window::kUser, Window::kKernel}) {
-    if (m_windows[int(which)].pages == 0) continue;
-    drop_where(which, 0, kPagesPerRegion, true,
-               [&](uint32_t page, Slot& slot) { return (slot.entry & kSlotGlobal) || still_valid(which, page, slot); });
+    WindowState& w = m_windows[int(which)];
+    if (w.pages == 0) continue;
+    const bool user = which == Window::kUser;
+    const uint32_t first_allowed = (user && m_config.user_base == 0) ? 1 : 0;
+    std::vector<Candidate>& remaps = m_remap_scratch;
+    remaps.clear();
+    // Pending write-protect run.
+    uint32_t wp_start = 0, wp_len = 0;
+    Prot wp_prot = Prot::Read;
+    auto flush_wp = [&] {
+      if (wp_len == 0) return;
+      if (w.mapper->protect(GuestVirt(wp_start << 12), uint64_t(wp_len) << 12, wp_prot)) {
+        ++m_stats.protect_calls;
+      } else {
+        // Cannot write-protect them: unmap them instead (the current page,
+        // still valid, keeps its region alive).
+        log::get("mmu")->warn("write-protecting shadow pages failed; dropping them");
+        for (uint32_t p = wp_start; p < wp_start + wp_len; ++p) forget(which, p);
+        (void)w.mapper->unmap(GuestVirt(wp_start << 12), uint64_t(wp_len) << 12);
+        ++m_stats.unmap_calls;
+        m_stats.pages_dropped += wp_len;
+      }
+      wp_len = 0;
+    };
+    Translation t;
+    drop_where(which, 0, kPagesPerRegion, true, [&](uint32_t page, Slot& slot) {
+      if (slot.entry & kSlotGlobal) return true;
+      switch (check(which, page, slot.entry, t)) {
+        case Verdict::kKeep:
+          keep(which, page, slot, t);
+          return true;
+        case Verdict::kWriteProtect: {
+          const Prot prot = (slot.entry & kSlotExec) ? Prot::ReadExec : Prot::Read;
+          if (wp_len != 0 && (page != wp_start + wp_len || prot != wp_prot)) flush_wp();
+          if (wp_len == 0) {
+            wp_start = page;
+            wp_prot = prot;
+          }
+          ++wp_len;
+          slot.entry &= ~kSlotWritable;
+          keep(which, page, slot, t);
+          return true;
+        }
+        case Verdict::kDrop:
+          break;
+      }
+      const uint32_t pfn = t.phys >> 12;
+      if (m_config.remap_after_cr3 && t.status == WalkStatus::kOk && !t.large && !(slot.entry & kSlotLarge) && (!user || t.user) &&
+          pfn < ram_pages && page >= first_allowed) {
+        // Re-map with the new frame (install() below replaces the mapping;
+        // the slot stays valid until then).
+        mark_accessed(*m_memory, t, false);
+        remaps.push_back(Candidate{page, pfn, prot_for(which, t.user, t.writable, t.dirty, pfn),
+                                   t.global ? kSlotGlobal : 0u});
+        return true;
+      }
+      return false;
+    });
+    flush_wp();
+    if (!remaps.empty()) {
+      const HostFaultOutcome out = install(which, remaps);
+      if (out.kind != HostFaultOutcome::Kind::kHidden) {
+        // Cannot map them: no page may keep its old frame.
+        log::get("mmu")->warn("re-mapping shadow pages after a CR3 load failed ({}); dropping them", out.error);
+        for (const Candidate& c : remaps) {
+          const uint32_t r = c.index / kPagesPerRegion;
+          drop_where(which, r, r + 1, false, [&](uint32_t page, const Slot&) { return page != c.index; });
+        }
+      } else {
+        m_stats.pages_remapped += remaps.size();
+      }
+    }
   }
 }
 
-bool ShadowMmu::still_valid(Window which, uint32_t page, Slot& slot) {
-  WindowState& w = m_windows[int(which)];
+ShadowMmu::Verdict ShadowMmu::check(Window which, uint32_t page, uint32_t e, Translation& t) const {
   const bool user = which == Window::kUser;
-  const uint32_t e = slot.entry;
-  const Translation t = translate(*m_memory, m_control, page << 12, Access::kRead, user);
+  t = translate(*m_memory, m_control, page << 12, Access::kRead, user);
   if (t.status != WalkStatus::kOk || (t.phys >> 12) != (e >> 12) || t.large != bool(e & kSlotLarge) ||
       (user && !t.user))
-    return false;
-  if ((e & kSlotWritable) && !has(prot_for(which, t.user, t.writable, t.dirty, e >> 12), Prot::Write)) {
-    // Same frame, now read-only (after fork both sides' pages are):
-    // write-protect the mapping instead of dropping it. Execute permission
-    // stays as it was: with exec_only_clean a writable mapping has none.
-    const Prot prot = (e & kSlotExec) ? Prot::ReadExec : Prot::Read;
-    if (!w.mapper->protect(GuestVirt(page << 12), kPageSize, prot)) return false;
-    ++m_stats.protect_calls;
-    slot.entry &= ~kSlotWritable;
-  }
+    return Verdict::kDrop;
+  // Same frame, now read-only (after fork both sides' pages are):
+  // write-protect the mapping instead of dropping it. Execute permission
+  // stays as it was: with exec_only_clean a writable mapping has none.
+  if ((e & kSlotWritable) && !has(prot_for(which, t.user, t.writable, t.dirty, e >> 12), Prot::Write))
+    return Verdict::kWriteProtect;
+  return Verdict::kKeep;
+}
+
+void ShadowMmu::keep(Window which, uint32_t page, Slot& slot, const Translation& t) {
   mark_accessed(*m_memory, t, false);
-  if (t.global && !(e & kSlotGlobal)) {
+  if (t.global && !(slot.entry & kSlotGlobal)) {
     slot.entry |= kSlotGlobal;
-    --w.regions[page / kPagesPerRegion]->local;
+    --m_windows[int(which)].regions[page / kPagesPerRegion]->local;
   }
   ++m_stats.pages_kept;
+}
+
+bool ShadowMmu::still_valid(Window which, uint32_t page, Slot& slot) {
+  Translation t;
+  switch (check(which, page, slot.entry, t)) {
+    case Verdict::kDrop:
+      return false;
+    case Verdict::kWriteProtect: {
+      const Prot prot = (slot.entry & kSlotExec) ? Prot::ReadExec : Prot::Read;
+      if (!m_windows[int(which)].mapper->protect(GuestVirt(page << 12), kPageSize, prot)) return false;
+      ++m_stats.protect_calls;
+      slot.entry &= ~kSlotWritable;
+      break;
+    }
+    case Verdict::kKeep:
+      break;
+  }
+  keep(which, page, slot, t);
   return true;
 }
 

@@ -96,6 +96,7 @@ class ShadowMmuTest : public ::testing::Test {
     config.kernel_base = uintptr_t(1) << 36;
     config.prefault_cluster_pages = cluster;
     config.exec_only_clean = exec_only_clean;
+    config.remap_after_cr3 = remap_after_cr3;
     auto s = ShadowMmu::create(*mem, config);
     ASSERT_TRUE(s.ok()) << s.error().message;
     shadow = std::move(*s);
@@ -109,6 +110,7 @@ class ShadowMmuTest : public ::testing::Test {
   }
 
   bool exec_only_clean = false;
+  bool remap_after_cr3 = false;
 
   std::unique_ptr<ShadowMmu> shadow;  // destroyed before mem
   std::optional<GuestMemory> mem;
@@ -366,6 +368,56 @@ TEST_P(ShadowMmuModes, Cr3LoadKeepsGlobalPagesAndRevalidatesTheRest) {
 
 // INVLPG drops a page whose entry changed, in both windows; a page whose
 // entry is unchanged may stay (a refill would recreate it).
+// Pages a CR3 load finds read-only now (both sides of a fork) are
+// write-protected one mprotect per contiguous run, not one per page.
+TEST_P(ShadowMmuModes, Cr3LoadWriteProtectsRunsInOneCall) {
+  for (uint32_t i = 0; i < 8; ++i) pt->map(0x08000000 + i * kPageSize, 0x102000 + i * kPageSize, kUserRw | pte::D);
+  ASSERT_EQ(shadow->handle_host_fault(Window::kUser, 0x08000000, Access::kWrite).kind, Kind::kHidden);
+  for (uint32_t i = 0; i < 8; ++i) ASSERT_TRUE(writable(user(0x08000000 + i * kPageSize)));
+  for (uint32_t i = 0; i < 8; ++i) pt->set_pte(0x08000000 + i * kPageSize, pt->pte(0x08000000 + i * kPageSize) & ~pte::RW);
+  const auto before = shadow->stats();
+  shadow->load_cr3(pt->cr3());
+  EXPECT_EQ(shadow->stats().protect_calls - before.protect_calls, 1u);
+  EXPECT_EQ(shadow->stats().pages_kept - before.pages_kept, 8u);
+  for (uint32_t i = 0; i < 8; ++i) {
+    EXPECT_TRUE(readable(user(0x08000000 + i * kPageSize)));
+    EXPECT_FALSE(writable(user(0x08000000 + i * kPageSize)));
+    EXPECT_FALSE(shadow->lookup(Window::kUser, 0x08000000 + i * kPageSize)->writable);
+  }
+}
+
+// remap_after_cr3: a page the new tables give another frame is mapped to it
+// at once (with A set, as a speculative fill); pages that are gone or not
+// allowed any more are still dropped.
+TEST_P(ShadowMmuModes, Cr3LoadRemapsChangedFramesWhenAsked) {
+  remap_after_cr3 = true;
+  make(1);
+  pt->map(0x08000000, 0x102000, kUserRw | pte::D);
+  pt->map(0x08001000, 0x103000, kUserRw | pte::D);
+  pt->map(0x08002000, 0x104000, kUserRw | pte::D);
+  fill(0x102000, 0x11);
+  fill(0x108000, 0x22);
+  for (uint32_t lin : {0x08000000u, 0x08001000u, 0x08002000u})
+    ASSERT_EQ(shadow->handle_host_fault(Window::kUser, lin, Access::kWrite).kind, Kind::kHidden);
+  ASSERT_EQ(*reinterpret_cast<volatile uint8_t*>(user(0x08000000)), 0x11);
+  pt->map(0x08000000, 0x108000, pte::P | pte::US);            // another frame, read-only, A clear
+  pt->set_pte(0x08001000, 0);                                  // not present
+  pt->map(0x08002000, 0x109000, pte::P | pte::RW | pte::D);   // supervisor now
+  const auto before = shadow->stats();
+  shadow->load_cr3(pt->cr3());
+  EXPECT_EQ(shadow->stats().pages_remapped - before.pages_remapped, 1u);
+  auto s = shadow->lookup(Window::kUser, 0x08000000);
+  ASSERT_TRUE(s.has_value());
+  EXPECT_EQ(s->phys, 0x108000u);
+  EXPECT_FALSE(s->writable);
+  EXPECT_TRUE(pt->pte(0x08000000) & pte::A);
+  EXPECT_EQ(*reinterpret_cast<volatile uint8_t*>(user(0x08000000)), 0x22);
+  EXPECT_FALSE(writable(user(0x08000000)));
+  EXPECT_FALSE(readable(user(0x08001000)));
+  EXPECT_FALSE(readable(user(0x08002000)));
+  EXPECT_EQ(shadow->mapped_pages(Window::kUser), 1u);
+}
+
 TEST_P(ShadowMmuModes, InvlpgDropsThePageInBothWindows) {
   pt->map(0x08001000, 0x100000, kUserRw | pte::D);
   pt->map(0x08002000, 0x101000, kUserRw | pte::D);
