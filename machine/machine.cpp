@@ -123,6 +123,7 @@ class PcMachine final : public Machine,
   std::optional<Stop> run_translated();
   std::optional<Stop> run_user();
   std::optional<Stop> run_user_translated();
+  std::optional<Stop> run_translator(translator::Translator& translator, mmu::Window window);
   std::optional<Stop> run_direct();
   void track_user_stints();
   bool needs_checked_mode() const;
@@ -388,33 +389,7 @@ bool PcMachine::alignment_checks() const {
 
 std::optional<Stop> PcMachine::run_user_translated() {
   ++m_stats.user_translated_runs;
-  m_vcpu.interrupt_shadow = false;
-  update_fpu_checked();
-  translator::RunResult r = m_user_translator->run(m_vcpu.regs, kMaxBlocksPerRun);
-  if (m_callout_stop) {
-    auto s = m_callout_stop;
-    m_callout_stop.reset();
-    return s;
-  }
-  switch (r.stop) {
-    case translator::RunStop::kMaxBlocks:
-    case translator::RunStop::kExitRequested:
-    case translator::RunStop::kCallout:
-    case translator::RunStop::kIrqWindow:
-      return std::nullopt;
-    case translator::RunStop::kNeedsInterpretation:
-      // An access through a non-flat segment or an instruction without a
-      // translation: one checked instruction (it may be on a page the host
-      // must not run, so not a direct run).
-      return checked_step(*m_user_translator);
-    case translator::RunStop::kGuestFault:
-      return translated_fault(r.fault, mmu::Window::kUser);
-    case translator::RunStop::kUnsupportedState:
-      return interpret();
-    case translator::RunStop::kInternalError:
-      return Stop{StopReason::kHostError, 3, "user translator: " + r.detail};
-  }
-  return std::nullopt;
+  return run_translator(*m_user_translator, mmu::Window::kUser);
 }
 
 void PcMachine::service_devices() {
@@ -523,12 +498,18 @@ translator::CalloutAction PcMachine::callout(runtime::CpuState& cpu, const trans
 
 std::optional<Stop> PcMachine::run_translated() {
   ++m_stats.translated_runs;
+  m_translator->set_gdt(m_vcpu.sys.gdtr.base, m_vcpu.sys.gdtr.limit);  // lgdt in the interpreter
+  return run_translator(*m_translator, mmu::Window::kKernel);
+}
+
+// One run of either translator (guest kernel code, or guest user code
+// through the user window) and what its stop means.
+std::optional<Stop> PcMachine::run_translator(translator::Translator& translator, mmu::Window window) {
   m_vcpu.interrupt_shadow = false;
   // x87/MMX/SSE instructions under CR0.TS/EM or without CR4.OSFXSR fault in
   // the guest but not on the host: the translator leaves them to checked_step.
   update_fpu_checked();
-  m_translator->set_gdt(m_vcpu.sys.gdtr.base, m_vcpu.sys.gdtr.limit);  // lgdt in the interpreter
-  translator::RunResult r = m_translator->run(m_vcpu.regs, kMaxBlocksPerRun);
+  translator::RunResult r = translator.run(m_vcpu.regs, kMaxBlocksPerRun);
   if (m_callout_stop) {
     auto s = m_callout_stop;
     m_callout_stop.reset();
@@ -543,16 +524,19 @@ std::optional<Stop> PcMachine::run_translated() {
     case translator::RunStop::kNeedsInterpretation:
       // A sensitive instruction without a callout, or an access through a
       // non-flat segment: one instruction with checks (it ends in the
-      // interpreter if the translator cannot run it at all).
-      return checked_step(*m_translator);
+      // interpreter if the translator cannot run it at all). In user mode
+      // not a direct run either: the code may be on a page the host must
+      // not execute.
+      return checked_step(translator);
     case translator::RunStop::kGuestFault:
-      return translated_fault(r.fault, mmu::Window::kKernel);
+      return translated_fault(r.fault, window);
     case translator::RunStop::kUnsupportedState:
       // Something the translator cannot run from this state: one instruction
       // through the CPU model.
       return interpret();
     case translator::RunStop::kInternalError:
-      return Stop{StopReason::kHostError, 3, "translator: " + r.detail};
+      return Stop{StopReason::kHostError, 3,
+                  std::string(window == mmu::Window::kUser ? "user translator: " : "translator: ") + r.detail};
   }
   return std::nullopt;
 }
