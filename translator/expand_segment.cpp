@@ -43,6 +43,48 @@ ZydisRegister reg16(ZydisRegister r) {
   return r;
 }
 
+// The 16-bit selector of a register or memory operand into R13D
+// (zero-extended); a memory read may fault, precisely.
+Status selector_operand(ExpandContext& ctx, const ZydisDecodedOperand& src) {
+  x86::Assembler& a = ctx.as();
+  if (src.type == ZYDIS_OPERAND_TYPE_REGISTER) {
+    a.movzx(x86::r13d, host_gp(reg16(src.reg.value)));
+    return Ok{};
+  }
+  ZydisDecodedOperand m = src;
+  m.size = 16;
+  if (auto st = mem_move(ctx, m, ZYDIS_REGISTER_R13W, false); !st) return st;
+  a.movzx(x86::r13d, x86::r13w);
+  return Ok{};
+}
+
+// R14 = the first of `ways` remembered entries (at R15 + first, `stride`
+// apart, key at key_off) whose key is R13D, then `found`; else `miss`.
+void find_entry(x86::Assembler& a, int32_t first, int32_t stride, int32_t key_off, int ways, Label found,
+                Label miss) {
+  for (int way = 0; way < ways; ++way) {
+    a.lea(x86::r14, x86::ptr(x86::r15, first + way * stride));
+    a.cmp(x86::dword_ptr(x86::r14, key_off), x86::r13d);
+    a.je(found);
+  }
+  a.jmp(miss);
+}
+
+// The descriptor as it is now (at the entry's desc_address, read through the
+// guest window with the guest's flags live: a host fault is a guest #PF at
+// its linear address, at this instruction) equal to the entry's bytes, else
+// `miss`. Runs between pushfq/popfq pairs: leaves the guest flags pushed.
+void descriptor_unchanged(x86::Assembler& a, int32_t desc_address_off, int32_t desc_off, Label miss) {
+  a.mov(x86::r9d, x86::dword_ptr(x86::r14, desc_address_off));
+  a.popfq();
+  x86::Mem desc = x86::qword_ptr(x86::r9d);
+  desc.setSegment(x86::gs);
+  a.mov(x86::r9, desc);
+  a.pushfq();
+  a.cmp(x86::r9, x86::qword_ptr(x86::r14, desc_off));
+  a.jne(miss);
+}
+
 // What the slow path (the callout) does that this path must reproduce:
 //   the CPU model checks and loads the selector, sets the descriptor's
 //   accessed bit, writes CpuState::seg[s] and, for pop, ESP += operand size;
@@ -81,16 +123,8 @@ Status seg_load(ExpandContext& ctx, const BlockInsn& insn) {
       a.mov(x86::r13d, stack_slot(ctx, 0, 4));
       a.movzx(x86::r13d, x86::r13w);
     }
-  } else {
-    const ZydisDecodedOperand& src = g.ops[1];
-    if (src.type == ZYDIS_OPERAND_TYPE_REGISTER) {
-      a.movzx(x86::r13d, host_gp(reg16(src.reg.value)));
-    } else {
-      ZydisDecodedOperand m = src;
-      m.size = 16;
-      if (auto st = mem_move(ctx, m, ZYDIS_REGISTER_R13W, false); !st) return st;
-      a.movzx(x86::r13d, x86::r13w);
-    }
+  } else if (auto st = selector_operand(ctx, g.ops[1]); !st) {
+    return st;
   }
 
   Label found = a.newLabel(), unpinned = a.newLabel(), commit = a.newLabel(), miss = a.newLabel(),
@@ -98,12 +132,8 @@ Status seg_load(ExpandContext& ctx, const BlockInsn& insn) {
   // 2. The remembered load of this selector (R14 = its entry).
   a.pushfq();
   a.or_(x86::r13d, 0x10000);
-  for (int way = 0; way < kSegLoadWays; ++way) {
-    a.lea(x86::r14, x86::ptr(x86::r15, ctx_offset_of_entry(s, way)));
-    a.cmp(x86::dword_ptr(x86::r14, int32_t(offsetof(SegLoadEntry, key))), x86::r13d);
-    a.je(found);
-  }
-  a.jmp(miss);
+  find_entry(a, ctx_offset_of_entry(s, 0), int32_t(sizeof(SegLoadEntry)), int32_t(offsetof(SegLoadEntry, key)),
+             kSegLoadWays, found, miss);
   a.bind(found);
   // A segment translations depend on keeps its base and flatness.
   a.cmp(x86::byte_ptr(x86::r15, int32_t(offsetof(TranslatorContext, seg_pinned)) + int32_t(s)), 0);
@@ -119,17 +149,9 @@ Status seg_load(ExpandContext& ctx, const BlockInsn& insn) {
   // A null selector reads no descriptor (SDM vol. 2, MOV: DS/ES/FS/GS).
   a.cmp(x86::byte_ptr(x86::r14, int32_t(offsetof(SegLoadEntry, null_selector))), 0);
   a.jne(commit);
-  a.mov(x86::r9d, x86::dword_ptr(x86::r14, int32_t(offsetof(SegLoadEntry, desc_address))));
-  a.popfq();
   // 3. The descriptor as it is now, through the guest window like any
-  // supervisor access of the guest (a host fault is a guest #PF at its
-  // linear address, at this instruction).
-  x86::Mem desc = x86::qword_ptr(x86::r9d);
-  desc.setSegment(x86::gs);
-  a.mov(x86::r9, desc);
-  a.pushfq();
-  a.cmp(x86::r9, x86::qword_ptr(x86::r14, int32_t(offsetof(SegLoadEntry, desc))));
-  a.jne(miss);
+  // supervisor access of the guest.
+  descriptor_unchanged(a, int32_t(offsetof(SegLoadEntry, desc_address)), int32_t(offsetof(SegLoadEntry, desc)), miss);
   // 4. Commit: the segment register, its flatness for kSegBaseAtRun, ESP.
   a.bind(commit);
   a.mov(x86::r10, x86::qword_ptr(x86::r15, ctx_off::kCpu));
@@ -170,35 +192,16 @@ int32_t ctx_offset_of_verw(int way) {
 Status verw(ExpandContext& ctx, const BlockInsn& insn) {
   x86::Assembler& a = ctx.as();
   const GuestInsn& g = insn.guest;
-  const ZydisDecodedOperand& src = g.ops[0];
-  if (src.type == ZYDIS_OPERAND_TYPE_REGISTER) {
-    a.movzx(x86::r13d, host_gp(reg16(src.reg.value)));
-  } else {
-    ZydisDecodedOperand m = src;
-    m.size = 16;
-    if (auto st = mem_move(ctx, m, ZYDIS_REGISTER_R13W, false); !st) return st;
-    a.movzx(x86::r13d, x86::r13w);
-  }
+  if (auto st = selector_operand(ctx, g.ops[0]); !st) return st;
   Label found = a.newLabel(), commit = a.newLabel(), miss = a.newLabel(), done = a.newLabel();
   a.pushfq();
   a.or_(x86::r13d, 0x10000);
-  for (int way = 0; way < kVerwWays; ++way) {
-    a.lea(x86::r14, x86::ptr(x86::r15, ctx_offset_of_verw(way)));
-    a.cmp(x86::dword_ptr(x86::r14, int32_t(offsetof(VerwEntry, key))), x86::r13d);
-    a.je(found);
-  }
-  a.jmp(miss);
+  find_entry(a, ctx_offset_of_verw(0), int32_t(sizeof(VerwEntry)), int32_t(offsetof(VerwEntry, key)), kVerwWays,
+             found, miss);
   a.bind(found);
   a.cmp(x86::byte_ptr(x86::r14, int32_t(offsetof(VerwEntry, no_read))), 0);
   a.jne(commit);
-  a.mov(x86::r9d, x86::dword_ptr(x86::r14, int32_t(offsetof(VerwEntry, desc_address))));
-  a.popfq();
-  x86::Mem desc = x86::qword_ptr(x86::r9d);
-  desc.setSegment(x86::gs);
-  a.mov(x86::r9, desc);
-  a.pushfq();
-  a.cmp(x86::r9, x86::qword_ptr(x86::r14, int32_t(offsetof(VerwEntry, desc))));
-  a.jne(miss);
+  descriptor_unchanged(a, int32_t(offsetof(VerwEntry, desc_address)), int32_t(offsetof(VerwEntry, desc)), miss);
   // ZF (bit 6) of the saved guest flags, nothing else.
   a.bind(commit);
   a.and_(x86::qword_ptr(x86::rsp), ~int32_t(0x40));
