@@ -739,21 +739,26 @@ HostFaultOutcome ShadowMmu::handle_host_fault(Window which, uint32_t lin, Access
 // ---------------------------------------------------------------------------
 // Code pages.
 
-void ShadowMmu::write_protect_frame(uint32_t pfn) {
+void ShadowMmu::write_protect_frame(uint32_t pfn) { take_from_aliases(pfn, kSlotWritable); }
+
+// Takes `flag` (kSlotWritable or kSlotExec) from every mapping of the frame
+// that has it: one protect each, with the rights that remain. A mapping that
+// cannot be re-protected is dropped instead (the next access maps it again
+// with the frame's current rules).
+void ShadowMmu::take_from_aliases(uint32_t pfn, uint32_t flag) {
   uint32_t next;
   for (uint32_t n = m_rmap_head[pfn]; n != kNone; n = next) {
     next = m_rmap_nodes[n].next;  // forget() below recycles node n
     const Window which = Window(m_rmap_nodes[n].key & 1);
     const uint32_t page = m_rmap_nodes[n].key >> 1;
     Slot& slot = m_windows[int(which)].regions[page / kPagesPerRegion]->slots[page % kPagesPerRegion];
-    if (!(slot.entry & kSlotWritable)) continue;
-    // Execute permission as it was (none on a writable mapping with
-    // exec_only_clean; every user mapping has it without).
-    const Prot prot = (slot.entry & kSlotExec) ? Prot::ReadExec : Prot::Read;
+    if (!(slot.entry & flag)) continue;
+    // What stays: never write (both callers take it or it is absent:
+    // exec-clean frames have no writable mapping); execute as it was,
+    // unless that is what is taken.
+    const Prot prot = (slot.entry & kSlotExec & ~flag) ? Prot::ReadExec : Prot::Read;
     if (auto st = m_windows[int(which)].mapper->protect(GuestVirt(page << 12), kPageSize, prot); !st) {
-      // Cannot keep the page read-only: drop it instead (the next access
-      // maps it read-only).
-      log::get("mmu")->warn("write-protecting a shadow page failed ({}); dropping it", st.error().message);
+      log::get("mmu")->warn("re-protecting a shadow page failed ({}); dropping it", st.error().message);
       forget(which, page);
       (void)m_windows[int(which)].mapper->unmap(GuestVirt(page << 12), kPageSize);
       ++m_stats.unmap_calls;
@@ -761,7 +766,7 @@ void ShadowMmu::write_protect_frame(uint32_t pfn) {
       continue;
     }
     ++m_stats.protect_calls;
-    slot.entry &= ~kSlotWritable;
+    slot.entry &= ~flag;
   }
 }
 
@@ -821,25 +826,7 @@ void ShadowMmu::frame_written(uint32_t pfn, bool by_cpu) {
     // No user mapping may execute the frame once its contents change.
     f &= uint8_t(~kFrameClean);
     ++m_stats.exec_revoked;
-    uint32_t next;
-    for (uint32_t n = m_rmap_head[pfn]; n != kNone; n = next) {
-      next = m_rmap_nodes[n].next;  // forget() below recycles node n
-      const Window which = Window(m_rmap_nodes[n].key & 1);
-      const uint32_t page = m_rmap_nodes[n].key >> 1;
-      Slot& slot = m_windows[int(which)].regions[page / kPagesPerRegion]->slots[page % kPagesPerRegion];
-      if (!(slot.entry & kSlotExec)) continue;
-      // Exec-clean frames have no writable mapping: read-only stays.
-      if (auto st = m_windows[int(which)].mapper->protect(GuestVirt(page << 12), kPageSize, Prot::Read); !st) {
-        log::get("mmu")->warn("revoking execute permission failed ({}); dropping the page", st.error().message);
-        forget(which, page);
-        (void)m_windows[int(which)].mapper->unmap(GuestVirt(page << 12), kPageSize);
-        ++m_stats.unmap_calls;
-        ++m_stats.pages_dropped;
-        continue;
-      }
-      ++m_stats.protect_calls;
-      slot.entry &= ~kSlotExec;
-    }
+    take_from_aliases(pfn, kSlotExec);
   }
   if (f & kFrameCode) {
     ++(by_cpu ? m_stats.code_writes_by_cpu : m_stats.code_write_faults);

@@ -250,6 +250,7 @@ class ShadowMmu final : private PhysWriteObserver {
   Prot prot_for(Window which, bool user_page, bool writable_page, bool dirty, uint32_t pfn) const;
   // Makes every writable mapping of the frame read-only (both windows).
   void write_protect_frame(uint32_t pfn);
+  void take_from_aliases(uint32_t pfn, uint32_t flag);
   // A write the guest's rights allow is about to land in the frame (host
   // write fault), or just landed (CPU-model write; no guest code ran in
   // between): drop its exec-clean state (removing PROT_EXEC from every user
