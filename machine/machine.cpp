@@ -369,15 +369,14 @@ void PcMachine::track_user_stints() {
 std::optional<Stop> PcMachine::run_user() {
   const bool must = m_translate_user_next;
   m_translate_user_next = false;
+  const bool translate = must || (m_user_policy.translate(m_now_ns) && !needs_checked_mode() &&
+                                  !alignment_checks() && m_vcpu.regs.sreg(Seg::CS).base == 0);
+  if (!translate) return run_direct();
+  // Only the user translator's blocks depend on the user bindings: checked
+  // here, not on every CR3 load of a process that runs directly.
   m_user_code.revalidate_if_stale();
-  if (must) {
-    if (needs_checked_mode()) return checked_step(*m_user_translator);
-    return run_user_translated();
-  }
-  if (m_user_policy.translate(m_now_ns) && !needs_checked_mode() && !alignment_checks() &&
-      m_vcpu.regs.sreg(Seg::CS).base == 0)
-    return run_user_translated();
-  return run_direct();
+  if (needs_checked_mode()) return checked_step(*m_user_translator);
+  return run_user_translated();
 }
 
 // CR0.AM with EFLAGS.AC at CPL 3: misaligned accesses raise #AC (SDM vol. 3,
