@@ -427,6 +427,39 @@ bool fpu_state_insn(const ZydisDecodedInstruction& i) {
   }
 }
 
+bool uses_fpu_state(const GuestInsn& g) {
+  if (fpu_state_insn(g.insn)) return true;
+  switch (g.insn.meta.isa_ext) {
+    case ZYDIS_ISA_EXT_BASE: case ZYDIS_ISA_EXT_LONGMODE: case ZYDIS_ISA_EXT_PAUSE: case ZYDIS_ISA_EXT_BMI1:
+    case ZYDIS_ISA_EXT_BMI2: case ZYDIS_ISA_EXT_LZCNT: case ZYDIS_ISA_EXT_MOVBE: case ZYDIS_ISA_EXT_CLFSH:
+    case ZYDIS_ISA_EXT_CLFLUSHOPT: case ZYDIS_ISA_EXT_CLWB: case ZYDIS_ISA_EXT_RDRAND: case ZYDIS_ISA_EXT_RDSEED:
+    case ZYDIS_ISA_EXT_RDTSCP: case ZYDIS_ISA_EXT_RDPID: case ZYDIS_ISA_EXT_ADOX_ADCX: case ZYDIS_ISA_EXT_MONITOR:
+    case ZYDIS_ISA_EXT_SMAP: case ZYDIS_ISA_EXT_CET: case ZYDIS_ISA_EXT_INVPCID:
+      break;  // integer-only extensions; an operand check below still applies
+    default:
+      return true;  // vector, x87, xsave families and anything unknown
+  }
+  for (uint8_t k = 0; k < g.insn.operand_count; ++k) {
+    const ZydisDecodedOperand& op = g.ops[k];
+    if (op.type != ZYDIS_OPERAND_TYPE_REGISTER) continue;
+    switch (ZydisRegisterGetClass(op.reg.value)) {
+      case ZYDIS_REGCLASS_X87: case ZYDIS_REGCLASS_MMX: case ZYDIS_REGCLASS_XMM: case ZYDIS_REGCLASS_YMM:
+      case ZYDIS_REGCLASS_ZMM: case ZYDIS_REGCLASS_MASK: case ZYDIS_REGCLASS_TMM:
+        return true;
+      default:
+        break;
+    }
+    switch (op.reg.value) {
+      case ZYDIS_REGISTER_MXCSR: case ZYDIS_REGISTER_X87CONTROL: case ZYDIS_REGISTER_X87STATUS:
+      case ZYDIS_REGISTER_X87TAG:
+        return true;
+      default:
+        break;
+    }
+  }
+  return false;
+}
+
 runtime::Seg seg_of(ZydisRegister r) {
   using runtime::Seg;
   switch (r) {

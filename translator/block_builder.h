@@ -144,6 +144,12 @@ struct BuildOptions {
 // x87 (fwait included), MMX, fxsave/fxrstor and SSE..SSE4.
 bool fpu_state_insn(const ZydisDecodedInstruction& i);
 
+// An instruction that reads or writes the x87, MMX, SSE or AVX state (any
+// register of those files, MXCSR, the x87 control/status/tag words, or the
+// whole state as fxsave/xsave do): it must run with the guest's state
+// loaded (EmitOptions::lazy_fpu). Errs on the side of yes.
+bool uses_fpu_state(const GuestInsn& g);
+
 // DecodedBlock::stop_reason when not even the first byte could be read (the
 // page is not present, or not accessible at the translator's privilege):
 // the guest may make it readable at any time, so this is never cached.

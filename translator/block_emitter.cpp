@@ -32,8 +32,16 @@ class Emitter final : public ExpandContext {
     m_meta.boundaries.reserve(m_block.insns.size() + 1);
     m_meta.exits.reserve(2);
     if (m_opt.entry_check) emit_entry_check();
+    // Once loaded, the guest's FPU state stays loaded to the end of the
+    // block: every way out of the TC goes through the exit stubs, and a
+    // block is only ever entered at its start.
+    bool fpu_loaded = !m_opt.lazy_fpu;
     for (const BlockInsn& insn : m_block.insns) {
       m_meta.boundaries.push_back({uint32_t(m_a.offset()), insn.guest.eip});
+      if (!fpu_loaded && uses_fpu_state(insn.guest)) {
+        m_a.call(x86::qword_ptr(x86::r15, ctx_off::kFpuHook));
+        fpu_loaded = true;
+      }
       if (auto s = emit(insn); !s) return s.error();
     }
     switch (m_block.end) {

@@ -95,6 +95,9 @@ struct EmitOptions {
   bool inline_lookup = false;
   // Count block entries and lookup hits in TranslatorContext (flag-free lea increments).
   bool count = false;
+  // The guest's x87/SSE state is loaded lazily: before the block's first
+  // instruction that uses it (uses_fpu_state), call TranslatorContext::fpu_hook.
+  bool lazy_fpu = false;
 };
 
 // Emits the block's host code as if placed at host_address. Fills meta (not

@@ -82,7 +82,12 @@ struct alignas(16) TranslatorContext {
   // at run time (kSegBaseAtRun) leaves with kNeedsChecks instead of running.
   // Written by run() before every entry from the dispatcher.
   uint8_t seg_checked[6] = {};
-  uint8_t pad_[8] = {};
+  // 40: the guest's x87/SSE state is loaded lazily (README "Lazy FPU state"):
+  // a block calls through this before its first instruction that uses that
+  // state. It points at the loading stub while the host's state is in the
+  // registers and at a bare ret once the guest's is; the exit stubs save the
+  // guest's state back only in the second case.
+  uint64_t fpu_hook = 0;
   alignas(16) uint8_t host_fx[512] = {};  // 48: host x87 control word (+0) and MXCSR (+24) while the guest's state is loaded
   uint64_t last_exit = 0;            // 560: return address of the chainable exit site taken (0: none)
   uint64_t block_entries = 0;        // 568: blocks entered (TranslatorConfig::count_in_tc)
@@ -113,11 +118,12 @@ struct alignas(16) TranslatorContext {
   uint64_t verw_slow = 0;  // verw the inline path left to the callout
   uint8_t verw_victim = 0;
   VerwEntry verw[kVerwWays];
+  uint64_t fpu_loads = 0;  // times the guest's x87/SSE state was loaded (fpu_hook)
 };
 
 namespace ctx_off {
 inline constexpr int32_t kCpu = 0, kHostRsp = 8, kExitReason = 16, kNextEip = 20, kWindowBase = 24,
-                         kExitRequested = 32, kIrqPending = 33, kSegChecked = 34, kHostFx = 48, kLastExit = 560, kBlockEntries = 568,
+                         kExitRequested = 32, kIrqPending = 33, kSegChecked = 34, kFpuHook = 40, kHostFx = 48, kLastExit = 560, kBlockEntries = 568,
                          kLookupHits = 576, kLookup = 608, kTscOffset = kLookup + 16 * int32_t(kLookupEntries);
 }
 static_assert(offsetof(TranslatorContext, tsc_offset) == ctx_off::kTscOffset);
@@ -128,6 +134,7 @@ static_assert(offsetof(TranslatorContext, next_eip) == ctx_off::kNextEip);
 static_assert(offsetof(TranslatorContext, window_base) == ctx_off::kWindowBase);
 static_assert(offsetof(TranslatorContext, exit_requested) == ctx_off::kExitRequested);
 static_assert(offsetof(TranslatorContext, host_fx) == ctx_off::kHostFx);
+static_assert(offsetof(TranslatorContext, fpu_hook) == ctx_off::kFpuHook);
 static_assert(offsetof(TranslatorContext, irq_pending) == ctx_off::kIrqPending);
 static_assert(offsetof(TranslatorContext, seg_checked) == ctx_off::kSegChecked);
 static_assert(offsetof(TranslatorContext, last_exit) == ctx_off::kLastExit);

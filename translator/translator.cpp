@@ -137,6 +137,7 @@ Status Translator::emit_stubs() {
   code.init(Environment(Arch::kX64), base);
   x86::Assembler a(&code);
   Label exit = a.newLabel();
+  Label fpu_load = a.newLabel();
   // With R13 = the CpuState: the guest registers, live flags and FPU state
   // go back into it, DF is cleared for the C++ ABI and the host FPU state
   // comes back (shared by the exit stub and the callout stub).
@@ -163,15 +164,24 @@ Status Translator::emit_stubs() {
     a.or_(x86::ecx, x86::eax);
     a.mov(x86::dword_ptr(x86::r13, kEflags), x86::ecx);
     a.cld();
+    // The guest's x87/SSE state is in the registers only if a block loaded
+    // it (fpu_hook no longer points at the loader): then it goes back to
+    // CpuState and the host gets back only what the SysV ABI makes
+    // callee-saved: the x87 control word and MXCSR's control bits (kept in
+    // host_fx at their FXSAVE offsets by the loader), on an empty x87 stack.
+    // XMM registers are caller-saved. A full fxsave/fxrstor of the host
+    // state cost about 130 ns per round trip here; the guest's fxrstor +
+    // fxsave + fninit about 100 ns, which is why it is now lazy.
+    Label fpu_not_loaded = a.newLabel();
+    a.lea(x86::rax, x86::ptr(fpu_load));
+    a.cmp(x86::qword_ptr(x86::r15, ctx_off::kFpuHook), x86::rax);
+    a.je(fpu_not_loaded);
     a.fxsave64(x86::ptr(x86::r13, kFpu));
-    // The host gets back only what the SysV ABI makes callee-saved: the x87
-    // control word and MXCSR's control bits (kept in host_fx at their FXSAVE
-    // offsets by the entry stub), on an empty x87 stack. XMM registers are
-    // caller-saved. A full fxsave/fxrstor of the host state cost about
-    // 130 ns per round trip here (a third of a port-I/O callout).
     a.fninit();
     a.fldcw(x86::word_ptr(x86::r15, ctx_off::kHostFx + 0));
     a.ldmxcsr(x86::dword_ptr(x86::r15, ctx_off::kHostFx + 24));
+    a.mov(x86::qword_ptr(x86::r15, ctx_off::kFpuHook), x86::rax);
+    a.bind(fpu_not_loaded);
   };
 
   a.push(x86::rbp);
@@ -185,9 +195,8 @@ Status Translator::emit_stubs() {
   a.mov(x86::qword_ptr(x86::r15, ctx_off::kHostRsp), x86::rsp);
   a.mov(x86::r14, x86::rsi);
   a.mov(x86::r13, x86::qword_ptr(x86::r15, ctx_off::kCpu));
-  a.fnstcw(x86::word_ptr(x86::r15, ctx_off::kHostFx + 0));
-  a.stmxcsr(x86::dword_ptr(x86::r15, ctx_off::kHostFx + 24));
-  a.fxrstor64(x86::ptr(x86::r13, kFpu));
+  a.lea(x86::rax, x86::ptr(fpu_load));  // the host's x87/SSE state stays until a block needs the guest's
+  a.mov(x86::qword_ptr(x86::r15, ctx_off::kFpuHook), x86::rax);
   a.pushfq();
   a.pop(x86::rax);
   a.and_(x86::rax, int32_t(~kLiveFlags));
@@ -234,6 +243,27 @@ Status Translator::emit_stubs() {
   a.mov(x86::rax, Imm(reinterpret_cast<uint64_t>(&bt86_callout_entry)));
   a.call(x86::rax);
   return_to_run();
+
+  // The FPU hook (TranslatorContext::fpu_hook), reached by `call` from a
+  // block, with the guest's registers and flags live: keep the host's x87
+  // control word and MXCSR, load the guest's x87/SSE state, and point the
+  // hook at a bare ret. Nothing here writes RFLAGS or a guest register.
+  a.align(AlignMode::kCode, 16);
+  Label fpu_loaded = a.newLabel();
+  a.bind(fpu_load);
+  a.fnstcw(x86::word_ptr(x86::r15, ctx_off::kHostFx + 0));
+  a.stmxcsr(x86::dword_ptr(x86::r15, ctx_off::kHostFx + 24));
+  a.push(x86::rax);
+  a.mov(x86::rax, x86::qword_ptr(x86::r15, ctx_off::kCpu));
+  a.fxrstor64(x86::ptr(x86::rax, kFpu));
+  a.mov(x86::rax, x86::qword_ptr(x86::r15, int32_t(offsetof(TranslatorContext, fpu_loads))));
+  a.lea(x86::rax, x86::ptr(x86::rax, 1));
+  a.mov(x86::qword_ptr(x86::r15, int32_t(offsetof(TranslatorContext, fpu_loads))), x86::rax);
+  a.lea(x86::rax, x86::ptr(fpu_loaded));
+  a.mov(x86::qword_ptr(x86::r15, ctx_off::kFpuHook), x86::rax);
+  a.pop(x86::rax);
+  a.bind(fpu_loaded);
+  a.ret();
 
   code.flatten();
   code.resolveUnresolvedLinks();
@@ -671,6 +701,7 @@ Result<const Block*> Translator::translate(uint32_t eip, bool ephemeral, bool un
     emit.poll_page = reinterpret_cast<uint64_t>(m_tc->poll_page());
     emit.inline_lookup = chain;
     emit.count = m_config.count_in_tc;
+    emit.lazy_fpu = true;
     for (int attempt = 0;; ++attempt) {
       auto bytes = emit_block(decoded, m_tc->cursor(), emit, *block);
       if (!bytes) return bytes.error();
@@ -1025,6 +1056,8 @@ std::string Translator::format_stats() const {
   out += fmt::format("  TC bytes out        {} ({:.2f} per guest byte; {} of {} in use)\n", s.tc_bytes,
                      s.guest_bytes ? double(s.tc_bytes) / double(s.guest_bytes) : 0.0, m_tc->used(), m_tc->capacity());
   out += fmt::format("  dispatcher entries  {}\n", s.blocks_run);
+  out += fmt::format("  guest FPU loads     {} (lazy: only runs that reached an x87/SSE instruction)\n",
+                     m_ctx->fpu_loads);
   out += fmt::format("  chain links made    {} (unlinked {})\n", s.chain_links, s.chain_unlinks);
   if (m_config.count_in_tc) {
     const uint64_t entries = m_ctx->block_entries, hits = m_ctx->lookup_hits;

@@ -4,6 +4,8 @@
 
 #include "tests/runtime/direct_test_machine.h"
 #include "tests/runtime/guest_snippet.h"
+#include "translator/block_builder.h"
+#include "translator/reencoder.h"
 #include "translator/translator.h"
 
 namespace bt86::test {
@@ -192,6 +194,85 @@ TEST_F(TranslatorRun, HostFpuControlStateSurvivesAndTheGuestsIsKept) {
   std::memcpy(&kept_mxcsr, &cpu.fpu.fxsave[24], 4);
   EXPECT_EQ(kept_mxcsr, guest_mxcsr);
   EXPECT_EQ((cpu.fpu.fxsave[3] >> 3) & 7, 6) << "guest x87 TOP after two loads";
+}
+
+// The guest's x87/SSE state is loaded lazily (README "Lazy FPU state"):
+// code without such instructions neither loads nor saves it, so CpuState
+// keeps it byte for byte even when the host's registers hold other values.
+TEST_F(TranslatorRun, CodeWithoutFpuInstructionsLeavesTheFpuStateAlone) {
+  cpu.fpu.fxsave.fill(0x5a);  // not a state fxrstor would accept as is
+  const auto before = cpu.fpu;
+  const uint64_t loads = tr().context().fpu_loads;
+  auto r = run(snippet_loop_sum());
+  EXPECT_EQ(r.stop, RunStop::kNeedsInterpretation);
+  EXPECT_EQ(cpu.reg(EAX), 55u);
+  EXPECT_EQ(tr().context().fpu_loads, loads);
+  EXPECT_EQ(std::memcmp(&cpu.fpu, &before, sizeof before), 0);
+}
+
+// Guest XMM and x87 values survive runs that do not touch them, with the
+// host's registers changed in between: each run that reaches an SSE
+// instruction loads the guest's state from CpuState, once per run.
+INTEL(sse_put,
+      "movd xmm5, eax\n"
+      "fild dword ptr [ebx]\n"
+      "int3\n")
+INTEL(sse_get,
+      "jmp 1f\n"
+      "1: movd ecx, xmm5\n"
+      "movd edx, xmm5\n"
+      "fistp dword ptr [ebx+4]\n"
+      "int3\n")
+
+TEST_F(TranslatorRun, GuestFpuStateSurvivesRunsThatDoNotUseIt) {
+  const uint32_t seven = 7;
+  std::memcpy(m->data(), &seven, 4);
+  cpu.reg(EBX) = kData;
+  cpu.reg(EAX) = 0x12345678;
+  const uint64_t loads = tr().context().fpu_loads;
+  EXPECT_EQ(run(snippet_sse_put()).stop, RunStop::kNeedsInterpretation);
+  EXPECT_EQ(tr().context().fpu_loads, loads + 1);
+  EXPECT_EQ((cpu.fpu.fxsave[3] >> 3) & 7, 7) << "x87 TOP after one load";
+  tr().flush();
+  cpu.eip = kCode;
+  EXPECT_EQ(run(snippet_loop_sum()).stop, RunStop::kNeedsInterpretation);
+  EXPECT_EQ(tr().context().fpu_loads, loads + 1) << "no x87/SSE instruction: no load";
+  asm volatile("pcmpeqd %%xmm5, %%xmm5\n fninit" ::: "xmm5");  // the host's own values
+  tr().flush();
+  cpu.eip = kCode;
+  EXPECT_EQ(run(snippet_sse_get()).stop, RunStop::kNeedsInterpretation);
+  EXPECT_EQ(tr().context().fpu_loads, loads + 2) << "one load for two blocks";
+  EXPECT_EQ(cpu.reg(ECX), 0x12345678u);
+  EXPECT_EQ(cpu.reg(EDX), 0x12345678u);
+  uint32_t out;
+  std::memcpy(&out, m->data() + 4, 4);
+  EXPECT_EQ(out, 7u);
+}
+
+TEST(UsesFpuState, ClassifiesByRegisterFileAndExtension) {
+  struct Case {
+    std::vector<uint8_t> bytes;
+    bool uses;
+  };
+  const Case cases[] = {
+      {{0x01, 0xc8}, false},                    // add eax, ecx
+      {{0x0f, 0xa2}, false},                    // cpuid
+      {{0xf3, 0xab}, false},                    // rep stosd
+      {{0xd9, 0xe8}, true},                     // fld1
+      {{0x9b}, true},                           // fwait
+      {{0x0f, 0x77}, true},                     // emms
+      {{0x0f, 0xae, 0x03}, true},               // fxsave [ebx]
+      {{0x0f, 0xae, 0x13}, true},               // ldmxcsr [ebx]
+      {{0x0f, 0xae, 0x23}, true},               // xsave [ebx]
+      {{0x66, 0x0f, 0xef, 0xc0}, true},         // pxor xmm0, xmm0
+      {{0xc5, 0xf8, 0x77}, true},               // vzeroupper
+      {{0x66, 0x0f, 0x3a, 0x44, 0xc1, 0x00}, true},  // pclmulqdq xmm0, xmm1, 0
+  };
+  for (const Case& c : cases) {
+    translator::GuestInsn g;
+    ASSERT_TRUE(translator::decode32(c.bytes, 0x1000, g)) << c.bytes.size();
+    EXPECT_EQ(translator::uses_fpu_state(g), c.uses) << translator::format_insn(g);
+  }
 }
 
 // A block is flushed with the whole TC when the TC is full, and counted.
