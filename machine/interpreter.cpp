@@ -118,8 +118,15 @@ class Interpreter {
   LinearMemory& m_mem;
   CpuHooks& m_hooks;
   const ExecuteOptions& m_options;
-  ZydisDecodedInstruction m_insn{};
-  ZydisDecodedOperand m_ops[ZYDIS_MAX_OPERAND_COUNT]{};
+  // The instruction being run: the caller's decode (ExecuteOptions::decoded)
+  // or m_decoded_*. Pointers, not copies: a callout is ~1 KiB of Zydis
+  // structures, and zeroing plus copying them cost more than the rest of a
+  // simple callout. The buffers are written whole by ZydisDecoderDecodeFull
+  // (every operand slot) before anything reads them.
+  const ZydisDecodedInstruction* m_insn = &m_decoded_insn;
+  const ZydisDecodedOperand* m_ops = m_decoded_ops;
+  ZydisDecodedInstruction m_decoded_insn;
+  ZydisDecodedOperand m_decoded_ops[ZYDIS_MAX_OPERAND_COUNT];
   uint32_t m_next = 0;       // EIP after the instruction
   unsigned m_osize = 4, m_asize = 4;
   bool m_jumped = false;     // the instruction set CS:EIP itself
@@ -142,12 +149,12 @@ Fault Interpreter::fetch_decode() {
     const ZydisStackWidth stack = m_s.regs.sreg(Seg::SS).big() ? ZYDIS_STACK_WIDTH_32 : ZYDIS_STACK_WIDTH_16;
     if (d->machine_mode == mode && d->stack_width == (stack == ZYDIS_STACK_WIDTH_32 ? 32 : 16) &&
         uint64_t(eip) + d->length - 1 <= cs.limit) {
-      m_insn = *d;
-      std::copy_n(m_options.decoded_ops, d->operand_count, m_ops);
+      m_insn = d;
+      m_ops = m_options.decoded_ops;
       const uint32_t ip_mask = cs.big() && m_s.protected_mode() ? 0xffffffffu : 0xffffu;
-      m_next = (eip + m_insn.length) & ip_mask;
-      m_osize = m_insn.operand_width == 16 ? 2 : 4;
-      m_asize = m_insn.address_width == 16 ? 2 : 4;
+      m_next = (eip + m_insn->length) & ip_mask;
+      m_osize = m_insn->operand_width == 16 ? 2 : 4;
+      m_asize = m_insn->address_width == 16 ? 2 : 4;
       return std::nullopt;
     }
   }
@@ -171,7 +178,7 @@ Fault Interpreter::fetch_decode() {
                                                      : ZYDIS_MACHINE_MODE_LEGACY_16;
   const ZydisStackWidth stack = m_s.regs.sreg(Seg::SS).big() ? ZYDIS_STACK_WIDTH_32 : ZYDIS_STACK_WIDTH_16;
   ZydisDecoderInit(&decoder, mode, stack);
-  const ZyanStatus status = ZydisDecoderDecodeFull(&decoder, buf.data(), n, &m_insn, m_ops);
+  const ZyanStatus status = ZydisDecoderDecodeFull(&decoder, buf.data(), n, &m_decoded_insn, m_decoded_ops);
   if (!ZYAN_SUCCESS(status)) {
     if (status == ZYDIS_STATUS_NO_MORE_DATA) {
       if (pending) return pending;
@@ -180,9 +187,9 @@ Fault Interpreter::fetch_decode() {
     return ud();
   }
   const uint32_t ip_mask = cs.big() && m_s.protected_mode() ? 0xffffffffu : 0xffffu;
-  m_next = (eip + m_insn.length) & ip_mask;
-  m_osize = m_insn.operand_width == 16 ? 2 : 4;
-  m_asize = m_insn.address_width == 16 ? 2 : 4;
+  m_next = (eip + m_insn->length) & ip_mask;
+  m_osize = m_insn->operand_width == 16 ? 2 : 4;
+  m_asize = m_insn->address_width == 16 ? 2 : 4;
   return std::nullopt;
 }
 
@@ -316,11 +323,11 @@ Fault Interpreter::do_in_out(bool in) {
 Fault Interpreter::do_string_io(bool in, unsigned size) {
   const uint16_t port = uint16_t(gpr(runtime::EDX));
   BT86_TRY_FAULT(io_permitted(port, size));
-  const bool rep = m_insn.attributes & (ZYDIS_ATTRIB_HAS_REP | ZYDIS_ATTRIB_HAS_REPE | ZYDIS_ATTRIB_HAS_REPNE);
+  const bool rep = m_insn->attributes & (ZYDIS_ATTRIB_HAS_REP | ZYDIS_ATTRIB_HAS_REPE | ZYDIS_ATTRIB_HAS_REPNE);
   const uint32_t am = addr_mask();
   // OUTS reads DS:ESI (segment override allowed), INS writes ES:EDI.
   Seg src_seg = Seg::DS;
-  for (unsigned i = 0; i < m_insn.operand_count; ++i) {
+  for (unsigned i = 0; i < m_insn->operand_count; ++i) {
     if (m_ops[i].type == ZYDIS_OPERAND_TYPE_MEMORY) src_seg = seg_of(m_ops[i].mem.segment);
   }
   const Reg index = in ? runtime::EDI : runtime::ESI;
@@ -508,7 +515,7 @@ Fault Interpreter::do_far_jmp_call(bool call) {
 }
 
 Fault Interpreter::do_far_ret() {
-  const uint32_t imm = m_insn.operand_count_visible > 0 ? uint32_t(m_ops[0].imm.value.u & 0xffff) : 0;
+  const uint32_t imm = m_insn->operand_count_visible > 0 ? uint32_t(m_ops[0].imm.value.u & 0xffff) : 0;
   const unsigned w = m_osize;
   uint32_t v[2] = {};
   BT86_TRY_FAULT(peek(0, 2, w, v));
@@ -649,8 +656,8 @@ Fault Interpreter::do_descriptor_test(ZydisMnemonic m) {
 }
 
 Fault Interpreter::dispatch() {
-  const ZydisMnemonic m = m_insn.mnemonic;
-  const bool far = m_insn.meta.branch_type == ZYDIS_BRANCH_TYPE_FAR;
+  const ZydisMnemonic m = m_insn->mnemonic;
+  const bool far = m_insn->meta.branch_type == ZYDIS_BRANCH_TYPE_FAR;
   uint32_t v = 0;
   switch (m) {
     // Flags and interrupts (SDM vol. 2 CLI/STI: IOPL vs CPL; VME/PVI do not exist here).
@@ -841,13 +848,13 @@ Fault Interpreter::dispatch() {
 
     // Interrupts.
     case ZYDIS_MNEMONIC_INT:
-      m_event = Event::software(uint8_t(m_ops[0].imm.value.u), m_insn.length);
+      m_event = Event::software(uint8_t(m_ops[0].imm.value.u), m_insn->length);
       return std::nullopt;
     case ZYDIS_MNEMONIC_INT3:
-      m_event = Event::software_exception(vec::BP, m_insn.length);
+      m_event = Event::software_exception(vec::BP, m_insn->length);
       return std::nullopt;
     case ZYDIS_MNEMONIC_INTO:
-      if (m_s.regs.eflags & fl::OF) m_event = Event::software_exception(vec::OF, m_insn.length);
+      if (m_s.regs.eflags & fl::OF) m_event = Event::software_exception(vec::OF, m_insn->length);
       return std::nullopt;
     case ZYDIS_MNEMONIC_BOUND: {
       // The translator calls out only when the index is out of range, but
@@ -957,7 +964,7 @@ StepResult Interpreter::run() {
 
   Fault f = fetch_decode();
   if (!f) {
-    result.length = m_insn.length;
+    result.length = m_insn->length;
     f = dispatch();
   }
   std::optional<Event> to_deliver;

@@ -39,7 +39,9 @@ struct ExecuteOptions {
   // otherwise the interpreter fetches as usual. Saves a page walk and a
   // Zydis decode (about 150 ns) per callout.
   const ZydisDecodedInstruction* decoded = nullptr;
-  const ZydisDecodedOperand* decoded_ops = nullptr;  // decoded->operand_count entries
+  // ZYDIS_MAX_OPERAND_COUNT entries, as ZydisDecoderDecodeFull writes them
+  // (every slot, hidden operands included); read in place, not copied.
+  const ZydisDecodedOperand* decoded_ops = nullptr;
 };
 
 struct StepResult {
