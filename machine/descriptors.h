@@ -5,9 +5,9 @@
 // accessed and busy bits, LLDT/LTR and the LAR/LSL/VERR/VERW tests, and the
 // limit/type checks of an access through a loaded segment.
 //
-// Every function that can fault returns std::optional<GuestFault>: empty on
-// success, otherwise the exception to deliver; on a fault nothing in the
-// VcpuState has changed (memory may hold an accessed bit that was set).
+// Every function that can fault returns a Fault (an optional GuestFault):
+// empty on success, otherwise the exception to deliver; on a fault nothing
+// in the VcpuState has changed (memory may hold an accessed bit that was set).
 #pragma once
 
 #include <cstdint>
@@ -20,7 +20,48 @@
 
 namespace bt86::machine {
 
-using Fault = std::optional<GuestFault>;
+// An optional GuestFault, returned by every CPU-model function that can
+// fault. Not std::optional<GuestFault>: GCC builds an empty optional by
+// storing its flag byte alone and then reloads all 16 bytes to return them
+// in registers, and a load that spans a smaller store cannot be forwarded
+// from it (a store-forwarding stall, ~15 cycles). That happened at every
+// level of every memory access: an int 0x80 + iret pair crossed ~40 such
+// returns. Two integers are built and returned in registers instead.
+class Fault {
+ public:
+  constexpr Fault() = default;
+  constexpr Fault(std::nullopt_t) {}  // NOLINT: implicit, like std::optional
+  constexpr Fault(const GuestFault& f)  // NOLINT
+      : m_lo(kPresent | f.vector | (f.has_error ? kHasError : 0) | (uint64_t(f.error) << 32)), m_hi(f.cr2) {}
+  constexpr Fault(const std::optional<GuestFault>& f) : Fault(f ? Fault(*f) : Fault()) {}  // NOLINT
+
+  constexpr explicit operator bool() const { return m_lo & kPresent; }
+  constexpr bool has_value() const { return m_lo & kPresent; }
+  // The fault (all zeros when empty).
+  constexpr GuestFault value() const {
+    return {uint8_t(m_lo), (m_lo & kHasError) != 0, uint32_t(m_lo >> 32), uint32_t(m_hi)};
+  }
+  constexpr GuestFault operator*() const { return value(); }
+  // f->vector: the GuestFault lives in the returned temporary.
+  struct Arrow {
+    GuestFault fault;
+    constexpr const GuestFault* operator->() const { return &fault; }
+  };
+  constexpr Arrow operator->() const { return {value()}; }
+  constexpr void reset() { *this = Fault(); }
+  constexpr operator std::optional<GuestFault>() const {  // NOLINT
+    return has_value() ? std::optional<GuestFault>(value()) : std::nullopt;
+  }
+
+  friend constexpr bool operator==(const Fault& a, const Fault& b) { return a.m_lo == b.m_lo && a.m_hi == b.m_hi; }
+  friend constexpr bool operator==(const Fault& a, std::nullopt_t) { return !a; }
+  friend constexpr bool operator==(const Fault& a, const GuestFault& b) { return a == Fault(b); }
+
+ private:
+  static constexpr uint64_t kHasError = 1u << 8, kPresent = 1u << 9;
+  uint64_t m_lo = 0;  // vector, kHasError, kPresent, error code << 32
+  uint64_t m_hi = 0;  // CR2
+};
 
 // Propagates a fault out of a function that itself returns Fault.
 #define BT86_TRY_FAULT(expr)            \

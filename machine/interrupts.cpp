@@ -7,7 +7,6 @@
 #include <spdlog/spdlog.h>
 
 #include <array>
-#include <vector>
 
 #include "machine/cpu_log.h"
 
@@ -64,10 +63,12 @@ Fault tss_stack(const VcpuState& s, LinearMemory& mem, uint8_t dpl, bool ext, ui
   const uint32_t offset = tss32 ? 4 + dpl * 8u : 2 + dpl * 4u;
   const uint32_t size = tss32 ? 6 : 4;
   if (!tr.present() || offset + size - 1 > tr.limit) return selector_fault(vec::TS, tr.selector, ext);
-  uint32_t v = 0;
-  BT86_TRY_FAULT(read_linear(mem, tr.base + offset, tss32 ? 4 : 2, esp));
-  BT86_TRY_FAULT(read_linear(mem, tr.base + offset + (tss32 ? 4 : 2), 2, v));
-  ss = uint16_t(v);
+  // ESPn and SSn are adjacent: one read of both.
+  std::array<uint8_t, 6> b{};
+  BT86_TRY_FAULT(mem.read(tr.base + offset, std::span(b.data(), size), Access::kRead, false));
+  const unsigned esp_size = tss32 ? 4 : 2;
+  esp = load_le(std::span(b).first(esp_size));
+  ss = uint16_t(load_le(std::span(b).subspan(esp_size, 2)));
   return std::nullopt;
 }
 
@@ -160,7 +161,9 @@ Fault deliver_protected(VcpuState& s, const Event& e, LinearMemory& mem, CpuHook
   uint8_t new_cpl = s.cpl;
   SegmentCache new_ss = old_ss;
   uint32_t new_esp = 0;
-  std::vector<uint32_t> frame;
+  // SS, ESP (inter-privilege), EFLAGS, CS, EIP, error code, in push order.
+  std::array<uint32_t, 6> frame{};
+  size_t frame_size = 0;
   GuestFault stack_fault = make_fault(vec::SS, ext ? 1 : 0);
   uint32_t stack_top = old_esp;
   if (!cs.desc.conforming() && cs.desc.dpl() < s.cpl) {
@@ -170,14 +173,18 @@ Fault deliver_protected(VcpuState& s, const Event& e, LinearMemory& mem, CpuHook
     BT86_TRY_FAULT(tss_stack(s, mem, new_cpl, ext, ss_sel, stack_top));
     BT86_TRY_FAULT(check_segment_load(s, mem, Seg::SS, ss_sel, LoadRules{new_cpl, vec::TS, ext}, new_ss));
     stack_fault = selector_fault(vec::SS, ss_sel, ext);
-    frame = {old_ss.selector, old_esp};
+    frame[frame_size++] = old_ss.selector;
+    frame[frame_size++] = old_esp;
   } else if (!cs.desc.conforming() && cs.desc.dpl() != s.cpl) {
     return selector_fault(vec::GP, cs_sel, ext);
   }
-  frame.insert(frame.end(), {old_eflags, old_cs.selector, s.regs.eip});
-  if (e.has_error) frame.push_back(e.error);
+  frame[frame_size++] = old_eflags;
+  frame[frame_size++] = old_cs.selector;
+  frame[frame_size++] = s.regs.eip;
+  if (e.has_error) frame[frame_size++] = e.error;
   if (offset > cs.desc.limit()) return make_fault(vec::GP, ext ? 1 : 0);
-  BT86_TRY_FAULT(push_frame(mem, new_ss, true, stack_top, frame, width, new_cpl == 3, stack_fault, new_esp));
+  BT86_TRY_FAULT(push_frame(mem, new_ss, true, stack_top, std::span(frame.data(), frame_size), width, new_cpl == 3,
+                            stack_fault, new_esp));
   BT86_TRY_FAULT(set_accessed(mem, cs));
 
   // Commit (SDM vol. 3, 6.12.1.2: interrupt gates clear IF, both clear TF, NT, RF, VM).

@@ -14,6 +14,28 @@ using test::TestMachine;
 
 GuestFault F(uint8_t v, uint32_t e) { return make_fault(v, e); }
 
+TEST(Descriptors, FaultKeepsEveryFieldOfTheGuestFault) {
+  EXPECT_FALSE(Fault());
+  EXPECT_FALSE(Fault(std::nullopt));
+  EXPECT_FALSE(Fault(std::optional<GuestFault>()));
+  EXPECT_EQ(Fault(), std::nullopt);
+  const GuestFault pf{vec::PF, true, 0xfffffff7u, 0xdeadbeefu};
+  const Fault f = pf;
+  ASSERT_TRUE(f);
+  EXPECT_EQ(*f, pf);
+  EXPECT_EQ(f->cr2, 0xdeadbeefu);
+  EXPECT_EQ(f, pf);
+  EXPECT_NE(f, Fault(GuestFault{vec::PF, true, 0xfffffff7u, 0}));
+  const std::optional<GuestFault> back = f;
+  EXPECT_EQ(back, pf);
+  // Vector 0 without an error code is still a fault (#DE).
+  const Fault de = make_fault(vec::DE);
+  ASSERT_TRUE(de);
+  EXPECT_FALSE(de->has_error);
+  EXPECT_EQ(de->vector, vec::DE);
+  EXPECT_EQ(Fault(std::optional<GuestFault>(pf)), pf);
+}
+
 TEST(Descriptors, DecodesBaseLimitAndAttributes) {
   const Descriptor d = test::seg_desc(0x12345678, 0xabcde, 0x3, 2, true, true, true, true);
   EXPECT_EQ(d.base(), 0x12345678u);
