@@ -209,7 +209,7 @@ bool verw(const VcpuState& state, LinearMemory& mem, uint16_t selector, Fault& f
 }
 
 Fault cache_linear(const SegmentCache& c, bool protected_mode, uint32_t offset, uint32_t size, Access kind,
-                   GuestFault bad, uint32_t& linear) {
+                   const GuestFault& bad, uint32_t& linear) {
   if (protected_mode) {
     if (!c.present()) return bad;  // null or never loaded
     switch (kind) {

@@ -171,7 +171,7 @@ bool verw(const VcpuState& state, LinearMemory& mem, uint16_t selector, Fault& f
 // `cache_linear` does the same for a cache not (yet) in a segment register,
 // raising `bad` on failure.
 Fault cache_linear(const runtime::SegmentCache& cache, bool protected_mode, uint32_t offset, uint32_t size,
-                   Access kind, GuestFault bad, uint32_t& linear);
+                   Access kind, const GuestFault& bad, uint32_t& linear);
 Fault segment_linear(const VcpuState& state, runtime::Seg seg, uint32_t offset, uint32_t size, Access kind,
                      uint32_t& linear);
 // segment_linear + the LinearMemory access at the current CPL.

@@ -29,7 +29,8 @@ uint32_t stack_mask(const SegmentCache& ss) { return ss.big() ? 0xffffffffu : 0x
 // Writes `values` (in push order, `width` bytes each) below ESP on stack
 // `ss`, and gives the ESP after the pushes. Nothing is committed here.
 Fault push_frame(LinearMemory& mem, const SegmentCache& ss, bool protected_mode, uint32_t esp,
-                 std::span<const uint32_t> values, unsigned width, bool user, GuestFault bad, uint32_t& new_esp) {
+                 std::span<const uint32_t> values, unsigned width, bool user, const GuestFault& bad,
+                 uint32_t& new_esp) {
   const uint32_t mask = stack_mask(ss);
   const uint32_t size = uint32_t(values.size()) * width;
   const uint32_t sp = (esp - size) & mask;
@@ -54,6 +55,24 @@ Fault pop_frame(const VcpuState& s, LinearMemory& mem, uint32_t skip, unsigned c
   BT86_TRY_FAULT(read_segmented(s, mem, Seg::SS, sp, std::span(bytes.data(), count * width)));
   for (unsigned i = 0; i < count; ++i) values[i] = load_le(std::span(bytes).subspan(i * width, width));
   return std::nullopt;
+}
+
+// pop_frame of `count` values at ESP, made only where it cannot differ from
+// the pops IRET makes one after the other: a 32-bit stack, all bytes within
+// SS's limit and in one page (so no page is touched that the architectural
+// pops would not touch, and reading more than they need has no effect).
+// False when that does not hold or the read faults: nothing was read, and
+// the caller pops in the architectural order, which raises the right fault.
+bool pop_frame_at_once(const VcpuState& s, LinearMemory& mem, unsigned count, unsigned width, uint32_t* values) {
+  if (!s.regs.sreg(Seg::SS).big()) return false;
+  const uint32_t size = count * width;
+  uint32_t lin = 0;
+  if (segment_linear(s, Seg::SS, s.regs.reg(runtime::ESP), size, Access::kRead, lin)) return false;
+  if ((lin & 0xfff) + size > 0x1000) return false;
+  std::array<uint8_t, 64> bytes{};
+  if (mem.read(lin, std::span(bytes.data(), size), Access::kRead, s.cpl == 3)) return false;
+  for (unsigned i = 0; i < count; ++i) values[i] = load_le(std::span(bytes).subspan(i * width, width));
+  return true;
 }
 
 // The inner-level stack from the TSS (SDM vol. 3, 6.12.1, figure 7-2).
@@ -396,7 +415,10 @@ Fault iret(VcpuState& s, LinearMemory& mem, CpuHooks& hooks, unsigned operand_si
     return task_switch(s, mem, hooks, back, tss, TaskSwitchReason::kIret, false, next_eip);
   }
 
-  BT86_TRY_FAULT(pop_frame(s, mem, 0, 3, w, v));
+  // EIP, CS, EFLAGS, and for a return to an outer level ESP, SS: read
+  // together when that is safe (one access instead of two).
+  const bool popped_five = pop_frame_at_once(s, mem, 5, w, v);
+  if (!popped_five) BT86_TRY_FAULT(pop_frame(s, mem, 0, 3, w, v));
   const uint32_t new_eip = v[0];
   const uint16_t cs_sel = uint16_t(v[1]);
   const uint32_t popped_eflags = w == 2 ? v[2] & 0xffff : v[2];
@@ -417,8 +439,8 @@ Fault iret(VcpuState& s, LinearMemory& mem, CpuHooks& hooks, unsigned operand_si
   uint32_t new_esp = 0;
   if (outer) {
     // Return to an outer level: SS:ESP follow on the stack.
-    uint32_t sv[2] = {};
-    BT86_TRY_FAULT(pop_frame(s, mem, 3 * w, 2, w, sv));
+    uint32_t sv[2] = {v[3], v[4]};
+    if (!popped_five) BT86_TRY_FAULT(pop_frame(s, mem, 3 * w, 2, w, sv));
     BT86_TRY_FAULT(check_segment_load(s, mem, Seg::SS, uint16_t(sv[1]), LoadRules{rpl, vec::GP, false}, new_ss));
     new_esp = w == 2 ? (s.regs.reg(runtime::ESP) & 0xffff0000u) | (sv[0] & 0xffff) : sv[0];
   } else {

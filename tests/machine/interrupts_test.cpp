@@ -246,6 +246,59 @@ TEST(Interrupts, IretChecks) {
   EXPECT_EQ(merge_eflags(fl::Fixed1, 0xffffffffu, 0, 2, false), 0x7fd7u) << "16-bit form: bits 0..15 only";
 }
 
+// IRET reads its whole frame at once when that is safe; wherever it is not,
+// the pops and their faults keep the architectural order.
+TEST(Interrupts, IretFramePopsKeepTheirFaultOrder) {
+  TestMachine m;
+  const uint32_t page = 0x80000;  // the outer SS:ESP lies on the next page
+  const uint32_t sp = page - 12;
+  m.s.regs.reg(runtime::ESP) = sp;
+  m.mem.put32(sp, 0x401000);
+  m.mem.put32(sp + 4, TestMachine::kUCode);
+  m.mem.put32(sp + 8, fl::Fixed1);
+  m.mem.put32(page, TestMachine::kUserStack);
+  m.mem.put32(page + 4, TestMachine::kUData);
+  m.mem.make_absent(page);
+  const VcpuState before = m.s;
+  EXPECT_EQ(iret(m.s, m.mem, m.hooks, 4, 0), (GuestFault{vec::PF, true, 0, page})) << "SS:ESP not present";
+  m.mem.put32(sp + 4, TestMachine::kKData | 3);
+  EXPECT_EQ(iret(m.s, m.mem, m.hooks, 4, 0), make_fault(vec::GP, TestMachine::kKData)) << "CS is checked first";
+  EXPECT_EQ(m.s, before);
+  m.mem.put32(sp + 4, TestMachine::kUCode);
+  m.mem.make_present(page);
+  ASSERT_EQ(iret(m.s, m.mem, m.hooks, 4, 0), std::nullopt);
+  EXPECT_EQ(m.s.cpl, 3);
+  EXPECT_EQ(m.s.regs.eip, 0x401000u);
+  EXPECT_EQ(m.s.regs.reg(runtime::ESP), TestMachine::kUserStack);
+  EXPECT_EQ(m.s.regs.sreg(Seg::SS).selector, TestMachine::kUData);
+
+  // Outer return within one page: one read gives all five values.
+  TestMachine o;
+  const uint32_t osp = 0x80100;
+  o.s.regs.reg(runtime::ESP) = osp;
+  const uint32_t frame[5] = {0x402000, TestMachine::kUCode, fl::Fixed1 | fl::ZF, 0x1234, TestMachine::kUData};
+  for (int i = 0; i < 5; ++i) o.mem.put32(osp + 4 * i, frame[i]);
+  const int reads = o.mem.reads;
+  ASSERT_EQ(iret(o.s, o.mem, o.hooks, 4, 0), std::nullopt);
+  EXPECT_EQ(o.s.regs.eip, 0x402000u);
+  EXPECT_EQ(o.s.regs.reg(runtime::ESP), 0x1234u);
+  EXPECT_EQ(o.s.regs.eflags, fl::Fixed1 | fl::ZF);
+  EXPECT_EQ(o.s.regs.sreg(Seg::SS).selector, TestMachine::kUData);
+  EXPECT_EQ(o.mem.reads - reads, 3) << "the frame, the CS and the SS descriptor";
+
+  // A same-level return whose three values end at the SS limit: the two
+  // values above them are never read (they would be beyond the limit).
+  TestMachine l;
+  l.s.regs.sreg(Seg::SS) = test::seg_desc(0x40000, 0xfff, 0x3, 0).cache(TestMachine::kKData);
+  l.s.regs.reg(runtime::ESP) = 0xff4;
+  l.mem.put32(0x40ff4, 0x5000);
+  l.mem.put32(0x40ff8, TestMachine::kKCode);
+  l.mem.put32(0x40ffc, fl::Fixed1);
+  ASSERT_EQ(iret(l.s, l.mem, l.hooks, 4, 0), std::nullopt);
+  EXPECT_EQ(l.s.regs.eip, 0x5000u);
+  EXPECT_EQ(l.s.regs.reg(runtime::ESP), 0x1000u);
+}
+
 TEST(Interrupts, RealModeUsesTheIvt) {
   TestMachine m;
   m.s.sys.cr0 = cr0::ET;
