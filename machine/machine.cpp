@@ -826,10 +826,10 @@ std::string PcMachine::stats_text() const {
   const mmu::ShadowStats& ms = m_mmu->stats();
   s += fmt::format(
       "mmu: hidden faults {}, true faults {}, dirty upgrades {}, pages mapped {} in {} mmap calls, "
-      "pages dropped {} in {} calls ({} parked, {} unparked, {} evicted), CR3 loads {} ({} pages kept across them), full flushes {}, INVLPGs {}, code pages protected {}, "
+      "pages dropped {} in {} calls ({} parked, {} unparked, {} evicted), pages parked ahead {} in {} calls, CR3 loads {} ({} pages kept across them), full flushes {}, INVLPGs {}, code pages protected {}, "
       "code write faults {} (+{} by the CPU model)\n",
       ms.hidden_faults, ms.true_faults, ms.dirty_upgrades, ms.pages_mapped, ms.map_calls, ms.pages_dropped,
-      ms.unmap_calls, ms.pages_parked, ms.pages_unparked, ms.parked_evicted, ms.cr3_loads, ms.pages_kept, ms.full_flushes, ms.invlpgs, ms.code_pages_protected, ms.code_write_faults,
+      ms.unmap_calls, ms.pages_parked, ms.pages_unparked, ms.parked_evicted, ms.parked_ahead, ms.park_ahead_calls, ms.cr3_loads, ms.pages_kept, ms.full_flushes, ms.invlpgs, ms.code_pages_protected, ms.code_write_faults,
       ms.code_writes_by_cpu);
   const mmu::PagedMemoryStats& ps = m_mmu->paged_memory().stats();
   s += fmt::format("mmu: CPU model TLB hits {}, misses {}, flushes {}, invlpgs {}\n", ps.tlb_hits, ps.tlb_misses,

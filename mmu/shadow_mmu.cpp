@@ -170,6 +170,18 @@ void ShadowMmu::forget(Window which, uint32_t page, bool park) {
   if (--region->count == 0 && region->parked == 0) region.reset();
 }
 
+void ShadowMmu::park_slot(Window which, uint32_t page, uint32_t pfn) {
+  WindowState& w = m_windows[int(which)];
+  auto& region = w.regions[page / kPagesPerRegion];
+  if (!region) region = std::make_unique<Region>();
+  Slot& slot = region->slots[page % kPagesPerRegion];
+  slot.entry = (pfn << 12) | kSlotParked;
+  slot.node = ++w.park_tick;
+  ++region->parked;
+  ++w.parked;
+  w.park_fifo.emplace_back(page, slot.node);
+}
+
 void ShadowMmu::unpark(Window which, uint32_t page) {
   WindowState& w = m_windows[int(which)];
   auto& region = w.regions[page / kPagesPerRegion];
@@ -631,6 +643,7 @@ HostFaultOutcome ShadowMmu::handle_host_fault(Window which, uint32_t lin, Access
 
   std::vector<Candidate>& pages = m_scratch;
   pages.clear();
+  const uint32_t* ahead_entries = nullptr;  // the page table of a 4 KiB page (park_ahead)
   const uint32_t region_first = page & ~(kPagesPerRegion - 1);
   const uint32_t ram_pages = uint32_t(m_rmap_head.size());
   const uint32_t first_allowed = (user && m_config.user_base == 0) ? 1 : 0;
@@ -654,6 +667,7 @@ HostFaultOutcome ShadowMmu::handle_host_fault(Window which, uint32_t lin, Access
     std::memcpy(&pde, m_memory->host(GuestPhys(t.pde_addr), 4), 4);
     const uint32_t table = pde & pte::kFrameMask;
     uint32_t* entries = reinterpret_cast<uint32_t*>(m_memory->host(GuestPhys(table), kPageSize));
+    ahead_entries = entries;
     std::array<Candidate, kPagesPerRegion> all;
     std::array<uint8_t, kPagesPerRegion> state;  // 0 not read yet, 1 mappable, 2 not
     state.fill(0);
@@ -733,7 +747,42 @@ HostFaultOutcome ShadowMmu::handle_host_fault(Window which, uint32_t lin, Access
   HostFaultOutcome installed = install(which, pages);
   if (installed.kind != Kind::kHidden || not_executable) return installed.kind == Kind::kHidden ? out : installed;
   ++m_stats.hidden_faults;
+  if (!t.large) park_ahead(which, page, pfn, ahead_entries);
   return installed;
+}
+
+void ShadowMmu::park_ahead(Window which, uint32_t page, uint32_t pfn, const uint32_t* entries) {
+  const uint32_t want = m_config.park_ahead_pages;
+  if (want == 0 || m_config.max_parked_pages == 0) return;
+  WindowState& w = m_windows[int(which)];
+  const uint32_t in_table = page % kPagesPerRegion;
+  if (in_table == 0 || in_table + 1 == kPagesPerRegion) return;
+  const auto& region = w.regions[page / kPagesPerRegion];
+  if (!region) return;
+  // Evidence of an ascending run: the page before maps the frame before.
+  const uint32_t before = region->slots[in_table - 1].entry;
+  if (!(before & kSlotValid) || (before >> 12) + 1 != pfn) return;
+  const uint32_t ram_pages = uint32_t(m_rmap_head.size());
+  uint32_t n = 0;
+  while (n < want && in_table + 1 + n < kPagesPerRegion && pfn + 1 + n < ram_pages) {
+    const uint32_t i = in_table + 1 + n;
+    uint32_t e;
+    std::memcpy(&e, &entries[i], 4);
+    // Only pages the guest has not mapped yet, and slots that hold nothing
+    // (the host has only the window's PROT_NONE reservation there).
+    if ((e & pte::P) || region->slots[i].entry != 0) break;
+    ++n;
+  }
+  if (n == 0) return;
+  if (auto st = w.mapper->map(GuestVirt((page + 1) << 12), GuestPhys((pfn + 1) << 12), uint64_t(n) << 12, Prot::None);
+      !st) {
+    log::get("mmu")->warn("parking pages ahead failed: {}", st.error().message);
+    return;
+  }
+  ++m_stats.park_ahead_calls;
+  m_stats.parked_ahead += n;
+  for (uint32_t k = 1; k <= n; ++k) park_slot(which, page + k, pfn + k);
+  evict_parked(which);
 }
 
 // ---------------------------------------------------------------------------

@@ -97,6 +97,7 @@ class ShadowMmuTest : public ::testing::Test {
     config.prefault_cluster_pages = cluster;
     config.exec_only_clean = exec_only_clean;
     config.remap_after_cr3 = remap_after_cr3;
+    config.park_ahead_pages = park_ahead;
     auto s = ShadowMmu::create(*mem, config);
     ASSERT_TRUE(s.ok()) << s.error().message;
     shadow = std::move(*s);
@@ -111,6 +112,7 @@ class ShadowMmuTest : public ::testing::Test {
 
   bool exec_only_clean = false;
   bool remap_after_cr3 = false;
+  uint32_t park_ahead = ShadowConfig{}.park_ahead_pages;
 
   std::unique_ptr<ShadowMmu> shadow;  // destroyed before mem
   std::optional<GuestMemory> mem;
@@ -573,6 +575,7 @@ TEST_P(ShadowMmuModes, DropsCoalesceIntoFewUnmapCalls) {
 // Parking: a dropped 4 KiB mapping stays inaccessible in the host, and the
 // same frame at the same address comes back with a protect, not an mmap.
 TEST_P(ShadowMmuModes, DroppedPagesAreParkedAndComeBackWithoutMmap) {
+  park_ahead = 0;  // counts parked pages exactly
   make(1);  // no prefetch: one page per fault
   const uint32_t lin = 0x08048000;
   pt->map(lin, 0x200000, kUserRw | pte::D);
@@ -647,6 +650,64 @@ TEST_P(ShadowMmuModes, ParkedCodePageComesBackReadOnly) {
   ASSERT_EQ(shadow->handle_host_fault(Window::kUser, lin, Access::kRead).kind, Kind::kHidden);
   EXPECT_TRUE(readable(user(lin)));
   EXPECT_FALSE(writable(user(lin)));
+}
+
+// Parking ahead: a page that extends an ascending run (the page before maps
+// the frame before) parks the following frames at the following pages the
+// guest has not mapped yet; the guest's next fresh pages come back with a
+// protect when it gives them those frames, and a wrong guess is an mmap.
+TEST_P(ShadowMmuModes, AscendingRunsParkTheNextFramesAhead) {
+  park_ahead = 4;
+  make(1);
+  const uint32_t lin = 0x20000000;
+  fill(0x202000, 0x22);
+  fill(0x400000, 0x40);
+  pt->map(lin, 0x200000, kUserRw | pte::D);
+  ASSERT_EQ(shadow->handle_host_fault(Window::kUser, lin, Access::kWrite).kind, Kind::kHidden);
+  EXPECT_EQ(shadow->stats().parked_ahead, 0u);  // no run yet
+  // A page already present further on bounds what is parked ahead.
+  pt->map(lin + 4 * kPageSize, 0x500000, kUserRw | pte::D);
+  pt->map(lin + kPageSize, 0x201000, kUserRw | pte::D);
+  ASSERT_EQ(shadow->handle_host_fault(Window::kUser, lin + kPageSize, Access::kWrite).kind, Kind::kHidden);
+  EXPECT_EQ(shadow->stats().parked_ahead, 2u);
+  EXPECT_EQ(shadow->stats().park_ahead_calls, 1u);
+  EXPECT_EQ(shadow->parked_phys(Window::kUser, lin + 2 * kPageSize), 0x202000u);
+  EXPECT_EQ(shadow->parked_phys(Window::kUser, lin + 3 * kPageSize), 0x203000u);
+  EXPECT_FALSE(shadow->parked_phys(Window::kUser, lin + 4 * kPageSize));
+  EXPECT_FALSE(shadow->lookup(Window::kUser, lin + 2 * kPageSize));
+  // Parked pages are inaccessible, and a fault there is still the guest's.
+  EXPECT_FALSE(readable(user(lin + 2 * kPageSize)));
+  EXPECT_EQ(shadow->handle_host_fault(Window::kUser, lin + 2 * kPageSize, Access::kRead).kind, Kind::kGuestFault);
+
+  // The guest gives the next page the guessed frame: a protect, no mmap.
+  pt->map(lin + 2 * kPageSize, 0x202000, kUserRw | pte::D);
+  auto before = shadow->stats();
+  ASSERT_EQ(shadow->handle_host_fault(Window::kUser, lin + 2 * kPageSize, Access::kWrite).kind, Kind::kHidden);
+  EXPECT_EQ(shadow->stats().map_calls - before.map_calls, 0u);
+  EXPECT_EQ(shadow->stats().protect_calls - before.protect_calls, 1u);
+  EXPECT_EQ(shadow->stats().pages_unparked - before.pages_unparked, 1u);
+  uint8_t b = 0;
+  ASSERT_TRUE(readable(user(lin + 2 * kPageSize), &b));
+  EXPECT_EQ(b, 0x22);
+  EXPECT_TRUE(writable(user(lin + 2 * kPageSize)));
+  EXPECT_EQ(shadow->stats().park_ahead_calls, 1u);  // the next slot is taken: nothing more parked
+
+  // Another frame than guessed: a real mmap over the parked page.
+  pt->map(lin + 3 * kPageSize, 0x400000, kUserRw | pte::D);
+  before = shadow->stats();
+  ASSERT_EQ(shadow->handle_host_fault(Window::kUser, lin + 3 * kPageSize, Access::kRead).kind, Kind::kHidden);
+  EXPECT_EQ(shadow->stats().map_calls - before.map_calls, 1u);
+  EXPECT_EQ(shadow->stats().pages_unparked - before.pages_unparked, 0u);
+  EXPECT_EQ(shadow->parked_pages(Window::kUser), 0u);
+  ASSERT_TRUE(readable(user(lin + 3 * kPageSize), &b));
+  EXPECT_EQ(b, 0x40);
+
+  // Descending frames are no run: nothing parked ahead.
+  pt->map(lin + 0x10 * kPageSize, 0x600000, kUserRw | pte::D);
+  pt->map(lin + 0x11 * kPageSize, 0x5ff000, kUserRw | pte::D);
+  for (uint32_t l : {lin + 0x10 * kPageSize, lin + 0x11 * kPageSize})
+    ASSERT_EQ(shadow->handle_host_fault(Window::kUser, l, Access::kWrite).kind, Kind::kHidden);
+  EXPECT_EQ(shadow->stats().park_ahead_calls, 1u);
 }
 
 TEST_P(ShadowMmuModes, ParkingIsCappedOldestFirst) {
