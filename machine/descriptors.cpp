@@ -89,7 +89,7 @@ Fault check_segment_load(const VcpuState& state, LinearMemory& mem, Seg seg, uin
     if (!d.present()) return selector_fault(vec::NP, selector, rules.ext);
   }
   BT86_TRY_FAULT(set_accessed(mem, ref));
-  out = ref.desc.cache(selector);
+  ref.desc.load_into(out, selector);
   return std::nullopt;
 }
 

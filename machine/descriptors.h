@@ -10,7 +10,9 @@
 // in the VcpuState has changed (memory may hold an accessed bit that was set).
 #pragma once
 
+#include <bit>
 #include <cstdint>
+#include <cstring>
 #include <optional>
 #include <span>
 
@@ -114,7 +116,26 @@ struct Descriptor {
   uint8_t gate_params() const { return hi & 0x1f; }
 
   runtime::SegmentCache cache(uint16_t selector) const { return {selector, base(), limit(), attr()}; }
+  // cache() stored into `c` field by field, for the hot paths (see set_cache).
+  void load_into(runtime::SegmentCache& c, uint16_t selector) const {
+    c.selector = selector;
+    c.base = base();
+    c.limit = limit();
+    c.attr = attr();
+  }
 };
+
+// Copies a segment cache field by field. A plain struct copy moves bytes
+// 0..7 and 6..13 as two 8-byte words; right after the fields were stored
+// one by one (2 and 4 bytes), such a load spans several stores and cannot
+// be forwarded from them: a ~15-cycle stall per copy, and an interrupt or
+// IRET copies each new CS and SS twice.
+inline void set_cache(runtime::SegmentCache& d, const runtime::SegmentCache& s) {
+  d.selector = s.selector;
+  d.base = s.base;
+  d.limit = s.limit;
+  d.attr = s.attr;
+}
 
 // A descriptor and the linear address it was read from (to set bits in it).
 struct DescriptorRef {
@@ -181,13 +202,32 @@ Fault write_segmented(const VcpuState& state, LinearMemory& mem, runtime::Seg se
                       std::span<const uint8_t> in);
 
 // Little-endian helpers for the few-byte values the CPU model moves.
+// The host is little-endian (x86-64): 2- and 4-byte values are one move.
+static_assert(std::endian::native == std::endian::little);
 inline uint32_t load_le(std::span<const uint8_t> b) {
+  if (b.size() >= 4) {
+    uint32_t v;
+    std::memcpy(&v, b.data(), 4);
+    return v;
+  }
+  if (b.size() == 2) {
+    uint16_t v;
+    std::memcpy(&v, b.data(), 2);
+    return v;
+  }
   uint32_t v = 0;
-  for (size_t i = 0; i < b.size() && i < 4; ++i) v |= uint32_t(b[i]) << (8 * i);
+  for (size_t i = 0; i < b.size(); ++i) v |= uint32_t(b[i]) << (8 * i);
   return v;
 }
 inline void store_le(std::span<uint8_t> b, uint32_t v) {
-  for (size_t i = 0; i < b.size() && i < 4; ++i) b[i] = uint8_t(v >> (8 * i));
+  if (b.size() >= 4) {
+    std::memcpy(b.data(), &v, 4);
+  } else if (b.size() == 2) {
+    const uint16_t h = uint16_t(v);
+    std::memcpy(b.data(), &h, 2);
+  } else {
+    for (size_t i = 0; i < b.size(); ++i) b[i] = uint8_t(v >> (8 * i));
+  }
 }
 // Supervisor (implicit) reads and writes of a dword/word at a linear address.
 Fault read_linear(LinearMemory& mem, uint32_t lin, uint32_t size, uint32_t& value, bool user = false);

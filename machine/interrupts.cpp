@@ -207,9 +207,9 @@ Fault deliver_protected(VcpuState& s, const Event& e, LinearMemory& mem, CpuHook
   BT86_TRY_FAULT(set_accessed(mem, cs));
 
   // Commit (SDM vol. 3, 6.12.1.2: interrupt gates clear IF, both clear TF, NT, RF, VM).
-  s.regs.sreg(Seg::SS) = new_ss;
+  set_cache(s.regs.sreg(Seg::SS), new_ss);
   s.regs.reg(runtime::ESP) = new_esp;
-  s.regs.sreg(Seg::CS) = cs.desc.cache(uint16_t((cs_sel & 0xfffc) | new_cpl));
+  cs.desc.load_into(s.regs.sreg(Seg::CS), uint16_t((cs_sel & 0xfffc) | new_cpl));
   s.regs.eip = offset;
   s.cpl = new_cpl;
   s.regs.eflags &= ~(fl::TF | fl::NT | fl::RF | fl::VM);
@@ -234,29 +234,33 @@ FaultClass fault_class(const Event& e) {
 
 DeliveryResult deliver(VcpuState& state, const Event& event, LinearMemory& mem, CpuHooks& hooks) {
   DeliveryResult result;
-  Event current = event;
+  // The event being delivered: `event`, or what replaced it after a fault.
+  // Not a copy of `event`: the caller has just stored it field by field, and
+  // a whole-struct load across those stores would stall (see set_cache).
+  Event nested;
+  const Event* current = &event;
   for (;;) {
-    if (current.kind == EventKind::kException && current.vector == vec::PF) state.sys.cr2 = current.cr2;
+    if (current->kind == EventKind::kException && current->vector == vec::PF) state.sys.cr2 = current->cr2;
     const uint8_t old_cpl = state.cpl;
     const SegmentCache old_cs = state.regs.sreg(Seg::CS);
-    Fault f = state.protected_mode() ? deliver_protected(state, current, mem, hooks)
-                                     : deliver_real(state, current, mem);
+    Fault f = state.protected_mode() ? deliver_protected(state, *current, mem, hooks)
+                                     : deliver_real(state, *current, mem);
     if (!f) {
       state.halted = false;
       state.interrupt_shadow = false;
       if (state.cpl != old_cpl || !(state.regs.sreg(Seg::CS) == old_cs)) hooks.segments_changed();
-      result.delivered = current;
+      result.delivered = *current;
       return result;
     }
     ++result.nested_faults;
-    if (current.kind == EventKind::kSoftware || current.kind == EventKind::kSoftwareException)
-      state.regs.eip -= current.insn_length;  // the fault belongs to the INT instruction
-    const FaultClass first = fault_class(current);
+    if (current->kind == EventKind::kSoftware || current->kind == EventKind::kSoftwareException)
+      state.regs.eip -= current->insn_length;  // the fault belongs to the INT instruction
+    const FaultClass first = fault_class(*current);
     const Event second = Event::exception(*f);
     const FaultClass next = fault_class(second);
     if (first == FaultClass::kDoubleFault || result.nested_faults > 8) {
       result.shutdown = true;
-      result.delivered = current;
+      result.delivered = *current;
       result.shutdown_reason = fmt::format(
           "triple fault: exception {} (error {:#x}) while delivering the double fault; original event vector {}",
           second.vector, second.error, event.vector);
@@ -265,7 +269,8 @@ DeliveryResult deliver(VcpuState& state, const Event& event, LinearMemory& mem, 
     const bool double_fault =
         (first == FaultClass::kContributory && next == FaultClass::kContributory) ||
         (first == FaultClass::kPageFault && (next == FaultClass::kContributory || next == FaultClass::kPageFault));
-    current = double_fault ? Event::exception(make_fault(vec::DF, 0)) : second;
+    nested = double_fault ? Event::exception(make_fault(vec::DF, 0)) : second;
+    current = &nested;
   }
 }
 
@@ -452,9 +457,9 @@ Fault iret(VcpuState& s, LinearMemory& mem, CpuHooks& hooks, unsigned operand_si
   BT86_TRY_FAULT(set_accessed(mem, cs));
 
   s.regs.eflags = merge_eflags(s.regs.eflags, popped_eflags, s.cpl, w, true);
-  s.regs.sreg(Seg::CS) = cs.desc.cache(cs_sel);
+  cs.desc.load_into(s.regs.sreg(Seg::CS), cs_sel);
   s.regs.eip = new_eip;
-  s.regs.sreg(Seg::SS) = new_ss;
+  set_cache(s.regs.sreg(Seg::SS), new_ss);
   s.regs.reg(runtime::ESP) = new_esp;
   s.cpl = rpl;
   if (outer) {

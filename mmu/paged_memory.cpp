@@ -205,6 +205,11 @@ std::optional<machine::GuestFault> PagedMemory::read(uint32_t lin, std::span<uin
       return no_fault();
     }
   }
+  return read_slow(lin, out, kind, user);
+}
+
+std::optional<machine::GuestFault> PagedMemory::read_slow(uint32_t lin, std::span<uint8_t> out,
+                                                          machine::Access kind, bool user) {
   return for_each_page(lin, out.size(), kind, user, [&](const Piece& p) {
     uint8_t* dst = out.data() + p.offset;
     if (p.t.status == WalkStatus::kOk) {
@@ -229,6 +234,11 @@ std::optional<machine::GuestFault> PagedMemory::write(uint32_t lin, std::span<co
       return no_fault();
     }
   }
+  return write_slow(lin, in, user);
+}
+
+std::optional<machine::GuestFault> PagedMemory::write_slow(uint32_t lin, std::span<const uint8_t> in,
+                                                           bool user) {
   return for_each_page(lin, in.size(), machine::Access::kWrite, user, [&](const Piece& p) {
     if (p.t.status == WalkStatus::kOk) {
       std::memcpy(m_memory->host(GuestPhys(p.t.phys), p.len), in.data() + p.offset, p.len);

@@ -123,6 +123,13 @@ class PagedMemory final : public machine::LinearMemory {
   void tlb_drop(uint32_t lin);
   void tlb_reset();
 
+  // read/write beyond the fast path (a TLB hit for an access within one
+  // page): apart, so that the fast path needs no large stack frame.
+  [[gnu::noinline]] std::optional<machine::GuestFault> read_slow(uint32_t lin, std::span<uint8_t> out,
+                                                                 machine::Access kind, bool user);
+  [[gnu::noinline]] std::optional<machine::GuestFault> write_slow(uint32_t lin, std::span<const uint8_t> in,
+                                                                  bool user);
+
   // Translates every page of [lin, lin+len) for the access; only if all
   // succeed sets A/D, fills the TLB and calls fn for each piece.
   template <typename Fn>
