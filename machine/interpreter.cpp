@@ -967,10 +967,14 @@ StepResult Interpreter::run() {
     result.length = m_insn->length;
     f = dispatch();
   }
-  std::optional<Event> to_deliver;
+  // The event to deliver, read in place: copying m_event whole right after
+  // it was stored field by field would stall on store forwarding.
+  Event raised;
+  const Event* to_deliver = nullptr;
   if (f) {
     // A fault: EIP still at the instruction (or wherever a task switch left it).
-    to_deliver = Event::exception(*f);
+    raised = Event::exception(*f);
+    to_deliver = &raised;
   } else {
     if (!m_jumped && !m_rep_incomplete) m_s.regs.eip = m_next;
     if (m_shadow) m_s.interrupt_shadow = true;
@@ -979,11 +983,12 @@ StepResult Interpreter::run() {
       result.kind = StepKind::kHalted;
     }
     if (m_event) {
-      to_deliver = m_event;
+      to_deliver = &*m_event;
     } else if (tf && !m_suppress_step && !m_rep_incomplete) {
       // Single-step trap after the instruction (SDM vol. 3, 17.3.1.4).
       m_s.sys.dr[6] |= 1u << 14;
-      to_deliver = Event::exception(make_fault(vec::DB));
+      raised = Event::exception(make_fault(vec::DB));
+      to_deliver = &raised;
     }
   }
   if (to_deliver) {
