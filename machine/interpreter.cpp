@@ -994,7 +994,7 @@ StepResult Interpreter::run() {
   if (to_deliver) {
     const DeliveryResult d = deliver(m_s, *to_deliver, m_mem, m_hooks);
     result.delivered = true;
-    result.event = d.delivered;
+    copy_event(result.event, d.delivered);
     if (d.shutdown) {
       result.kind = StepKind::kShutdown;
       result.shutdown_reason = d.shutdown_reason;

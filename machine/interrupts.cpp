@@ -7,8 +7,6 @@
 #include <spdlog/spdlog.h>
 
 #include <array>
-#include <cstring>
-#include <type_traits>
 
 #include "machine/cpu_log.h"
 
@@ -219,14 +217,6 @@ Fault deliver_protected(VcpuState& s, const Event& e, LinearMemory& mem, CpuHook
   return std::nullopt;
 }
 
-// result.delivered = e as one 16-byte move, so that the caller's copy of
-// it loads what a single store wrote (a field-by-field copy would make that
-// load span several stores, which stalls store forwarding).
-void set_delivered(DeliveryResult& result, const Event& e) {
-  static_assert(std::is_trivially_copyable_v<Event> && sizeof(Event) == 16);
-  std::memcpy(&result.delivered, &e, sizeof e);
-}
-
 // Exception classes for double faults (SDM vol. 3, table 6-4 and 6-5).
 enum class FaultClass { kBenign, kContributory, kPageFault, kDoubleFault };
 
@@ -259,7 +249,7 @@ DeliveryResult deliver(VcpuState& state, const Event& event, LinearMemory& mem, 
       state.halted = false;
       state.interrupt_shadow = false;
       if (state.cpl != old_cpl || !(state.regs.sreg(Seg::CS) == old_cs)) hooks.segments_changed();
-      set_delivered(result, *current);
+      copy_event(result.delivered, *current);
       return result;
     }
     ++result.nested_faults;
@@ -270,7 +260,7 @@ DeliveryResult deliver(VcpuState& state, const Event& event, LinearMemory& mem, 
     const FaultClass next = fault_class(second);
     if (first == FaultClass::kDoubleFault || result.nested_faults > 8) {
       result.shutdown = true;
-      set_delivered(result, *current);
+      copy_event(result.delivered, *current);
       result.shutdown_reason = fmt::format(
           "triple fault: exception {} (error {:#x}) while delivering the double fault; original event vector {}",
           second.vector, second.error, event.vector);
