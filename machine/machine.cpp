@@ -289,7 +289,10 @@ Status PcMachine::init() {
     m_translator->invalidate_code_page(phys >> 12);
     m_user_translator->invalidate_code_page(phys >> 12);
   });
-  if (m_config.trace_sink) m_translator->set_trace_sink(m_config.trace_sink);
+  if (m_config.trace_sink) {
+    m_translator->set_trace_sink(m_config.trace_sink);
+    m_user_translator->set_trace_sink(m_config.trace_sink);
+  }
 
   runtime::DirectConfig dc2;
   dc2.tick_period = m_config.tick_period;

@@ -523,6 +523,7 @@ DecodedBlock build_block(const GuestCodeReader& reader, uint32_t eip, const Buil
   const uint64_t page_end = (uint64_t(eip) & ~uint64_t(mmu::kPageMask)) + mmu::kPageSize;
   uint64_t at = eip;
   bool after_sti = false;  // the previous instruction was sti: this one is its shadow
+  bool past_side_exit = false;  // a kJcc side exit came before (superblocks)
   for (;;) {
     // The cap does not split sti from its shadow instruction.
     if ((block.insns.size() >= options.max_insns && !after_sti) || at >= page_end) {
@@ -551,7 +552,20 @@ DecodedBlock build_block(const GuestCodeReader& reader, uint32_t eip, const Buil
       block.end = BlockEnd::kFallThrough;
       break;
     }
+    const uint8_t seg_used_before = block.seg_used, seg_flat_before = block.seg_flat;
     Classified c = classifier.classify(insn);
+    // Past a side exit, the code is often cold: an instruction there that
+    // folds an FS/GS base (pinning the segment, which makes the kernel's
+    // per-CPU and the user's TLS loads miss the fast path and flush the TC)
+    // starts a block of its own, as it did before superblocks.
+    constexpr uint8_t kFsGs = seg_bit(runtime::Seg::FS) | seg_bit(runtime::Seg::GS);
+    if (c.ok && past_side_exit && (block.seg_used & ~seg_used_before & kFsGs)) {
+      block.seg_used = seg_used_before;
+      block.seg_flat = seg_flat_before;
+      block.insns.pop_back();
+      block.end = BlockEnd::kFallThrough;
+      break;
+    }
     if (!c.ok) {
       // The shadow instruction itself is left to the caller, which sees the
       // stop right before it and can deliver the interrupt after it.
@@ -564,6 +578,11 @@ DecodedBlock build_block(const GuestCodeReader& reader, uint32_t eip, const Buil
     if (after_sti && insn.kind != InsnKind::kCallout) insn.shadow_check = true;
     after_sti = insn.kind == InsnKind::kSti;
     at += g.insn.length;
+    if (insn.kind == InsnKind::kJcc && options.superblocks && !insn.shadow_check) {
+      insn.side_exit = true;
+      past_side_exit = true;
+      continue;
+    }
     if (ends_block(insn.kind)) {
       block.end = BlockEnd::kBranch;
       break;

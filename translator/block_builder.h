@@ -62,7 +62,7 @@ enum class InsnKind : uint8_t {
 inline constexpr int kInsnKindCount = int(InsnKind::kCallout) + 1;
 const char* insn_kind_name(InsnKind kind);
 inline bool ends_block(InsnKind k) { return k >= InsnKind::kJmp; }
-inline uint8_t seg_bit(runtime::Seg s) { return uint8_t(1u << int(s)); }
+constexpr uint8_t seg_bit(runtime::Seg s) { return uint8_t(1u << int(s)); }
 // The runtime::Seg of a Zydis segment register (ES for anything else).
 runtime::Seg seg_of(ZydisRegister r);
 
@@ -79,6 +79,8 @@ struct BlockInsn {
   uint8_t seg = 0;                           // kSegBaseAtRun: the runtime::Seg whose base is added;
                                              // kSegLoad: the runtime::Seg loaded
   bool shadow_check = false;                 // after this instruction: leave if an IRQ is pending (sti)
+  bool side_exit = false;                    // kJcc inside the block (BuildOptions::superblocks): only
+                                             // the taken arm leaves, the fall-through continues inline
 };
 
 enum class BlockEnd : uint8_t {
@@ -137,6 +139,11 @@ struct BuildOptions {
   // out, because what they do with IF and IOPL depends on CPL and IOPL (SDM
   // vol. 2, POPF; vol. 1, 3.4.3.3), which the CPU model knows. Needs callouts.
   bool user_mode = false;
+  // A direct conditional branch does not end the block: its taken arm becomes
+  // a side exit and decoding goes on at its fall-through (same page, same
+  // instruction cap), so that a loop whose body holds a rarely taken jcc is
+  // one block (README "Superblocks").
+  bool superblocks = false;
 };
 
 // An instruction that may raise #NM or #UD because of CR0.TS/EM/MP or

@@ -59,6 +59,15 @@ void jcc(ExpandContext& ctx, const BlockInsn& insn) {
   x86::Assembler& a = ctx.as();
   const GuestInsn& g = insn.guest;
   const uint32_t cc = g.insn.opcode & 0xf;
+  if (insn.side_exit) {
+    // Inside a superblock: leave on the taken arm only (a not-taken branch
+    // over the linked jmp), continue with the next instruction otherwise.
+    Label fall = a.newLabel();
+    a.j(x86::CondCode(cc ^ 1), fall);
+    ctx.exit_to(insn.target, ExitReason::kBlockEnd);
+    a.bind(fall);
+    return;
+  }
   if (!insn.shadow_check) {
     // jcc straight to the taken block once linked (loop back edges and
     // forward arms alike: one branch on the taken path).

@@ -665,6 +665,7 @@ Result<const Block*> Translator::translate(uint32_t eip, bool ephemeral, bool un
   // Not in run_one(): the owner's checked step calls out for every load.
   options.fast_segment_loads = m_config.fast_segment_loads && !unchecked;
   options.user_mode = m_config.user_mode;
+  options.superblocks = m_config.superblocks;
   DecodedBlock decoded = build_block(*m_code, eip, options);
   if (!ephemeral) {
     m_seg_used |= decoded.seg_used;

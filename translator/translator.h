@@ -61,6 +61,8 @@ struct TranslatorConfig {
   // applies CPL 3 rules. Do not set_inline_rdtsc() on such a translator:
   // CR4.TSD makes rdtsc fault at CPL 3.
   bool user_mode = false;
+  // Blocks go on past direct conditional branches (BuildOptions::superblocks).
+  bool superblocks = true;
 };
 
 struct TranslatorStats {
