@@ -136,6 +136,11 @@ class Interpreter {
   bool m_suppress_step = false;
   bool m_rep_incomplete = false;
   std::optional<Event> m_event;  // INT n / INT3 / INTO / INT1 to deliver after EIP moved on
+  // m_event = e as whole words (see Event::make): deliver() reads it at once.
+  void raise(const Event& e) {
+    m_event.emplace();
+    copy_event(*m_event, e);
+  }
 };
 
 Fault Interpreter::fetch_decode() {
@@ -848,13 +853,13 @@ Fault Interpreter::dispatch() {
 
     // Interrupts.
     case ZYDIS_MNEMONIC_INT:
-      m_event = Event::software(uint8_t(m_ops[0].imm.value.u), m_insn->length);
+      raise(Event::software(uint8_t(m_ops[0].imm.value.u), m_insn->length));
       return std::nullopt;
     case ZYDIS_MNEMONIC_INT3:
-      m_event = Event::software_exception(vec::BP, m_insn->length);
+      raise(Event::software_exception(vec::BP, m_insn->length));
       return std::nullopt;
     case ZYDIS_MNEMONIC_INTO:
-      if (m_s.regs.eflags & fl::OF) m_event = Event::software_exception(vec::OF, m_insn->length);
+      if (m_s.regs.eflags & fl::OF) raise(Event::software_exception(vec::OF, m_insn->length));
       return std::nullopt;
     case ZYDIS_MNEMONIC_BOUND: {
       // The translator calls out only when the index is out of range, but
@@ -873,7 +878,7 @@ Fault Interpreter::dispatch() {
     }
     case ZYDIS_MNEMONIC_INT1:
       // ICEBP: a #DB trap delivered like a hardware event (no DPL check).
-      m_event = Event::exception(make_fault(vec::DB));
+      raise(Event::exception(make_fault(vec::DB)));
       return std::nullopt;
     case ZYDIS_MNEMONIC_IRET:
     case ZYDIS_MNEMONIC_IRETD:

@@ -6,6 +6,9 @@
 // mapping from a direct-execution exit to the event the guest must see.
 #pragma once
 
+#include <array>
+#include <bit>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -41,20 +44,35 @@ struct Event {
   uint8_t insn_length = 0;
   bool operator==(const Event&) const = default;
 
-  static Event exception(const GuestFault& f) { return {EventKind::kException, f.vector, f.has_error, f.error, f.cr2}; }
-  static Event external(uint8_t vector) { return {EventKind::kExternal, vector}; }
-  static Event nmi() { return {EventKind::kNmi, vec::NMI}; }
+  static Event exception(const GuestFault& f) {
+    return make(EventKind::kException, f.vector, f.has_error, f.error, f.cr2, 0);
+  }
+  static Event external(uint8_t vector) { return make(EventKind::kExternal, vector, false, 0, 0, 0); }
+  static Event nmi() { return make(EventKind::kNmi, vec::NMI, false, 0, 0, 0); }
   static Event software(uint8_t vector, uint8_t length = 2) {
-    Event e{EventKind::kSoftware, vector};
-    e.insn_length = length;
-    return e;
+    return make(EventKind::kSoftware, vector, false, 0, 0, length);
   }
   static Event software_exception(uint8_t vector, uint8_t length = 1) {
-    Event e{EventKind::kSoftwareException, vector};
-    e.insn_length = length;
-    return e;
+    return make(EventKind::kSoftwareException, vector, false, 0, 0, length);
+  }
+
+  // Built from two 64-bit words, so that stored with copy_event() it is two
+  // 8-byte stores: field by field, INT n stored kind and vector as two
+  // bytes, and delivery's 2-byte load of both could not be forwarded from
+  // them (a ~15-cycle stall per INT n).
+  static Event make(EventKind kind, uint8_t vector, bool has_error, uint32_t error, uint32_t cr2,
+                    uint8_t insn_length) {
+    const uint64_t lo =
+        uint64_t(kind) | (uint64_t(vector) << 8) | (uint64_t(has_error) << 16) | (uint64_t(error) << 32);
+    const uint64_t hi = uint64_t(cr2) | (uint64_t(insn_length) << 32);
+    return std::bit_cast<Event>(std::array<uint64_t, 2>{lo, hi});
   }
 };
+
+static_assert(sizeof(Event) == 16 && offsetof(Event, kind) == 0 && offsetof(Event, vector) == 1 &&
+                  offsetof(Event, has_error) == 2 && offsetof(Event, error) == 4 && offsetof(Event, cr2) == 8 &&
+                  offsetof(Event, insn_length) == 12,
+              "Event::make builds this layout");
 
 // d = s as one 16-byte move. A plain copy moves bytes 0..7 and 5..12 as two
 // 8-byte words; right after `s` was stored, the unaligned one does not get

@@ -49,12 +49,13 @@ inline void copy_bytes(uint8_t* dst, const uint8_t* src, size_t n) {
     std::memcpy(&b, src + n - 8, 8);
     std::memcpy(dst, &a, 8);
     std::memcpy(dst + n - 8, &b, 8);
-  } else if (n >= 4 && n < 8) {
-    uint32_t a, b;
-    std::memcpy(&a, src, 4);
-    std::memcpy(&b, src + n - 4, 4);
-    std::memcpy(dst, &a, 4);
-    std::memcpy(dst + n - 4, &b, 4);
+  } else if (n == 4) {
+    std::memcpy(dst, src, 4);
+  } else if (n == 6) {
+    // SS0:ESP0: not two overlapping dwords, or the load of ESP after the
+    // copy would need bytes of both stores (no store forwarding, a stall).
+    std::memcpy(dst, src, 4);
+    std::memcpy(dst + 4, src + 4, 2);
   } else if (n == 2) {
     std::memcpy(dst, src, 2);
   } else {
