@@ -220,6 +220,7 @@ InsnCheck check_instruction(const VcpuState& s, LinearMemory& mem) {
 
 bool execute_breakpoints_armed(const SystemRegs& sys) {
   const uint32_t dr7 = sys.dr[7];
+  if (!(dr7 & 0xff)) return false;  // no L0-3/G0-3 enable: the usual case, asked at every step
   for (int n = 0; n < 4; ++n)
     if ((dr7 & (3u << (2 * n))) && ((dr7 >> (16 + 4 * n)) & 3) == 0) return true;
   return false;
