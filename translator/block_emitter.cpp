@@ -55,6 +55,12 @@ class Emitter final : public ExpandContext {
         exit_to(m_block.end_eip, ExitReason::kNeedsInterpretation);
         break;
     }
+    // Side exits (superblocks), out of line after everything else.
+    for (const SideExit& side : m_side_exits) {
+      m_a.bind(side.site);
+      exit_to(side.taken, ExitReason::kBlockEnd);
+      if (m_opt.site_stub != 0) m_meta.exits.back().branch_rel_offset = side.jcc_at + 2;
+    }
     if (!m_errors.first.empty()) return make_error("asmjit: " + m_errors.first);
     m_code.flatten();
     m_code.resolveUnresolvedLinks();
@@ -134,6 +140,12 @@ class Emitter final : public ExpandContext {
     m_a.mov(x86::dword_ptr(x86::r15, ctx_off::kExitReason), uint32_t(reason));
     m_a.jmp(Imm(m_stub));
   }
+  void exit_side(uint32_t cc, uint32_t taken) override {
+    Label site = m_a.newLabel();
+    const uint32_t jcc_at = uint32_t(m_a.offset());
+    m_a.long_().j(x86::CondCode(cc), site);  // 0f 8x rel32: the rel32 is patched when linked
+    m_side_exits.push_back({site, taken, jcc_at});
+  }
   void exit_jcc(uint32_t cc, uint32_t taken, uint32_t fall) override {
     Label site = m_a.newLabel();
     const uint32_t jcc_at = uint32_t(m_a.offset());
@@ -187,6 +199,12 @@ class Emitter final : public ExpandContext {
   CodeHolder m_code;
   x86::Assembler m_a;
   RecordingErrorHandler m_errors;
+  struct SideExit {
+    Label site;       // bound where its exit site is emitted, after the block
+    uint32_t taken;   // guest EIP of the taken arm
+    uint32_t jcc_at;  // host offset of the jcc (its rel32 at +2)
+  };
+  std::vector<SideExit> m_side_exits;
 };
 
 }  // namespace

@@ -36,6 +36,11 @@ class ExpandContext {
   // taken, otherwise to fall; chainable, the jcc itself is linked to the
   // taken block.
   virtual void exit_jcc(uint32_t cc, uint32_t taken, uint32_t fall) = 0;
+  // The taken arm of a jcc inside a superblock (BlockInsn::side_exit): jcc
+  // to an exit site laid out after the block's code, linked like exit_jcc's
+  // (the jcc's own rel32 goes straight to the taken block); the fall-through
+  // is the next host instruction.
+  virtual void exit_side(uint32_t cc, uint32_t taken) = 0;
   // An exit to the guest EIP in R13D (ret, indirect jmp/call; in-TC lookup).
   virtual void exit_indirect() = 0;
   // A plain exit to the guest EIP in R13D with the given reason.

@@ -60,12 +60,9 @@ void jcc(ExpandContext& ctx, const BlockInsn& insn) {
   const GuestInsn& g = insn.guest;
   const uint32_t cc = g.insn.opcode & 0xf;
   if (insn.side_exit) {
-    // Inside a superblock: leave on the taken arm only (a not-taken branch
-    // over the linked jmp), continue with the next instruction otherwise.
-    Label fall = a.newLabel();
-    a.j(x86::CondCode(cc ^ 1), fall);
-    ctx.exit_to(insn.target, ExitReason::kBlockEnd);
-    a.bind(fall);
+    // Inside a superblock: leave on the taken arm only, continue with the
+    // next instruction otherwise; once linked, one branch either way.
+    ctx.exit_side(cc, insn.target);
     return;
   }
   if (!insn.shadow_check) {
