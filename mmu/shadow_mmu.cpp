@@ -157,15 +157,10 @@ void ShadowMmu::forget(Window which, uint32_t page, bool park) {
   m_rmap_free = slot.node;
   if (!(slot.entry & kSlotGlobal)) --region->local;
   region->valid[(page % kPagesPerRegion) / 64] &= ~(uint64_t(1) << (page % 64));
-  if (park) {
-    slot.entry = (pfn << 12) | kSlotParked;
-    slot.node = ++w.park_tick;
-    ++region->parked;
-    ++w.parked;
-    w.park_fifo.emplace_back(page, slot.node);
-  } else {
+  if (park)
+    park_slot(which, page, pfn);
+  else
     slot = Slot{};
-  }
   --w.pages;
   if (--region->count == 0 && region->parked == 0) region.reset();
 }

@@ -288,7 +288,8 @@ class ShadowMmu final : private PhysWriteObserver {
   // `entries`): parks the following frames ahead of an ascending run
   // (ShadowConfig::park_ahead_pages).
   void park_ahead(Window which, uint32_t page, uint32_t pfn, const uint32_t* entries);
-  // Makes an empty slot parked with frame pfn (the caller mapped it PROT_NONE).
+  // Makes a slot parked with frame pfn (the caller mapped it PROT_NONE, or
+  // the slot was valid and forget() just unlinked it).
   void park_slot(Window which, uint32_t page, uint32_t pfn);
   // Unmaps the oldest parked pages while the window holds more than the cap.
   void evict_parked(Window which);
