@@ -106,7 +106,7 @@ __attribute__((no_stack_protector)) void on_signal(int signo, siginfo_t* si, voi
   if (const runtime::TranslatedCodeHook* hook = g_tc_hook) {
     if (signo == tick_signal()) {
       if (hook->exit_flag) *hook->exit_flag = 1;
-      if (hook->on_tick) hook->on_tick(hook->opaque);
+      if (hook->on_tick) hook->on_tick(hook->opaque, uc, si->si_code == SI_TIMER);
     }
     const bool trap = signo == SIGSEGV || signo == SIGBUS || signo == SIGFPE || signo == SIGILL;
     // Taken: resume the edited context (the translator's exit stub) without

@@ -69,8 +69,9 @@ namespace bt86::runtime {
 //   go to on_fault (called inside the signal handler: it must be
 //   async-signal-safe). It edits the interrupted context and returns true if
 //   it took the fault; false lets the handler treat it as a bt86 fault.
-// - the preemption tick sets *exit_flag when exit_flag is not null and calls
-//   on_tick when that is set.
+// - the tick signal sets *exit_flag when exit_flag is not null and calls
+//   on_tick when that is set, with timer true for the periodic tick and false
+//   for a kick (the same signal sent by tgkill, SI_TKILL).
 struct TranslatedCodeHook {
   uintptr_t tc_begin = 0;
   uintptr_t tc_end = 0;
@@ -78,7 +79,7 @@ struct TranslatedCodeHook {
   void* opaque = nullptr;
   volatile uint8_t* exit_flag = nullptr;
   // Also called on the tick (async-signal-safe, same rules as on_fault).
-  void (*on_tick)(void* opaque) = nullptr;
+  void (*on_tick)(void* opaque, ucontext_t* uc, bool timer) = nullptr;
 };
 
 // nullptr withdraws the hook. The hook object must outlive its publication.

@@ -102,6 +102,7 @@ class Emitter final : public ExpandContext {
       // an exit is requested the page is PROT_NONE and the fault handler
       // turns the SIGSEGV at this instruction into kExitRequested.
       m_a.movzx(x86::r13d, x86::byte_ptr(m_opt.poll_page));  // movzx: no merge with the old R13
+      m_meta.link_offset = uint32_t(m_a.offset());
       if (m_opt.count) count(ctx_off::kBlockEntries);
       return;
     }
@@ -113,6 +114,7 @@ class Emitter final : public ExpandContext {
     m_a.jmp(Imm(m_stub));
     m_a.align(AlignMode::kCode, 16);
     m_meta.entry_offset = uint32_t(m_a.offset());
+    m_meta.link_offset = m_meta.entry_offset;  // the flag test is the whole check: links enter before it
     m_a.mov(x86::r13, x86::rcx);
     m_a.movzx(x86::ecx, x86::byte_ptr(x86::r15, ctx_off::kExitRequested));
     m_a.lea(x86::ecx, x86::ptr(x86::rcx, -1));
@@ -256,6 +258,7 @@ Result<std::vector<uint8_t>> emit_block(const DecodedBlock& block, uint64_t host
   meta.boundaries.clear();
   meta.exits.clear();
   meta.entry_offset = 0;
+  meta.link_offset = 0;
   Emitter e(block, options, meta);
   return e.run(host_address);
 }

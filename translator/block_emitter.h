@@ -38,6 +38,10 @@ struct ExitSite {
   uint32_t target_eip;
   ExitReason reason;
   bool linked = false;  // currently patched into a jmp to the target block
+  // Linked, but its bytes are the unlinked ones for now: an exit request cut
+  // the links of the block that was running (Translator::cut_links), and
+  // the dispatcher puts them back (heal_cut) once it has seen the request.
+  bool cut = false;
   // Nonzero: the host offset of the rel32 of a jcc whose taken arm is this
   // site. Linking points that rel32 straight at the target block as well
   // (the taken arm then costs one branch, not a jcc plus a jmp); unlinking
@@ -63,6 +67,13 @@ struct Block {
   // exit-request leaving path that starts the block (EmitOptions::entry_check).
   uint32_t entry_offset = 0;
   const uint8_t* entry() const { return host + entry_offset; }
+  // Where chained jumps from other blocks (and from itself) enter: past the
+  // exit-request poll (EmitOptions::poll_page), so that a hot loop of linked
+  // blocks does not pay a load per iteration. An exit request instead cuts
+  // the links of the block that is running (Translator::cut_links). Equal to
+  // entry_offset without a poll page.
+  uint32_t link_offset = 0;
+  const uint8_t* link_entry() const { return host + link_offset; }
   BlockEnd end = BlockEnd::kStop;
   std::string stop_reason;
   std::vector<InsnBoundary> boundaries;  // ascending host_offset; the last one is the final exit
@@ -88,6 +99,7 @@ struct EmitOptions {
   // next_eip = the block's EIP. With poll_page: one load from that page,
   // which Translator::request_exit() makes PROT_NONE (the fault is the exit);
   // without: TranslatorContext::exit_requested through jrcxz (flag-free).
+  // Only the poll is skipped by chained jumps (Block::link_offset).
   bool entry_check = false;
   uint64_t poll_page = 0;
   // ret / jmp r/m32 / call r/m32 look the target up in TranslatorContext::lookup

@@ -117,7 +117,9 @@ Result<std::unique_ptr<Translator>> Translator::create(const TranslatorConfig& c
   t->m_hook.tc_end = t->m_hook.tc_begin + config.tc_size;
   t->m_hook.on_fault = &Translator::on_tc_fault;
   t->m_hook.opaque = t.get();
-  t->m_hook.on_tick = config.stop_on_host_tick ? &Translator::on_tick : nullptr;
+  t->m_hook.on_tick = &Translator::on_tick;  // kicks always; the timer only with stop_on_host_tick
+  t->m_pid = getpid();
+  t->m_kick_signal = runtime::detail::tick_signal();
   if (config.fast_segment_loads) {
     t->m_callouts.after_segment_callout = &Translator::after_segment_callout;
     t->m_callouts.after_opaque = t.get();
@@ -292,9 +294,104 @@ void Translator::set_poll_page(bool readable) {
 
 // Page first, flag second: when run() sees the flag, the page is already
 // protected, and its restoring mprotect cannot be overtaken by this one.
-void Translator::request_exit() {
+void Translator::request_exit_here() {
   set_poll_page(false);
   m_ctx->exit_requested = 1;
+}
+
+// Block entries from the dispatcher and the in-TC lookup load from the poll
+// page, so the request stops them. Chained jumps skip that load: the thread
+// in run() must cut the links of the block it is in, which only its own
+// signal handler can do (it has the interrupted RIP): hence the kick.
+void Translator::request_exit() {
+  request_exit_here();
+  const int tid = m_run_tid.load(std::memory_order_acquire);
+  if (tid == 0) return;
+  long self;
+  asm volatile("syscall" : "=a"(self) : "a"(SYS_gettid) : "rcx", "r11", "memory");
+  if (self == tid) return;
+  long ret;
+  asm volatile("syscall"
+               : "=a"(ret)
+               : "a"(SYS_tgkill), "D"(long(m_pid)), "S"(long(tid)), "d"(long(m_kick_signal))
+               : "rcx", "r11", "memory");
+  (void)ret;
+}
+
+// In the tick signal's handler, on the thread in run(): a tick (timer) asks
+// for an exit if this translator stops on ticks; a kick comes from
+// request_exit() on another thread. Either way, with a request pending, the
+// block that was interrupted (or that called the stub it was in) gets its
+// links cut, so that it leaves at its next exit whichever way it loops.
+void Translator::on_tick(void* opaque, ucontext_t* uc, bool timer) {
+  auto* t = static_cast<Translator*>(opaque);
+  if (timer && t->m_config.stop_on_host_tick) t->request_exit_here();
+  // Not only for kicks: a kick can arrive as the tick's handler starts
+  // (both pending at once), and then only the outer handler sees the TC.
+  const greg_t* g = uc->uc_mcontext.gregs;
+  const uint64_t rip = uint64_t(g[REG_RIP]);
+  if (!t->m_ctx->exit_requested) return;
+  if (rip < t->m_hook.tc_begin || rip >= t->m_hook.tc_end) return;  // C++: run() checks the flag itself
+  Block* b = t->block_by_host(rip);
+  if (!b) {
+    // A stub that blocks `call` (the FPU hook, an exit site's call): the
+    // return address names the block. Any other stub leaves the TC or enters
+    // a block by its poll. A stray value only cuts some block's links.
+    const uint64_t ret = *reinterpret_cast<const uint64_t*>(g[REG_RSP]);
+    b = t->block_by_host(ret);
+  }
+  if (b) t->cut_links(b);
+}
+
+// Async-signal-safe (no allocation): only bytes and flags of b's own sites.
+void Translator::cut_links(Block* b) {
+  if (b->dead) return;
+  bool any = false;
+  for (ExitSite& site : b->exits) {
+    if (!site.linked || site.cut) continue;
+    uint8_t* at = const_cast<uint8_t*>(b->host) + site.host_offset;
+    unlinked_site_bytes(site.target_eip, at);
+    patch_branch_rel(*b, site, reinterpret_cast<uint64_t>(at));
+    site.cut = true;
+    any = true;
+    ++m_stats.links_cut;
+  }
+  if (!any) return;
+  for (uint32_t i = 0; i < m_cut_count; ++i)
+    if (m_cut[i] == b) return;
+  if (m_cut_count < kMaxCut) {
+    m_cut[m_cut_count] = b;
+    m_cut_count = m_cut_count + 1;
+    return;
+  }
+  // No room to remember b (not expected: see m_cut): make its cut links
+  // plain unlinked ones, to be linked again as they are taken. Their
+  // targets keep a stale incoming entry, which only unlinks again.
+  for (ExitSite& site : b->exits)
+    if (site.cut) site.cut = site.linked = false;
+}
+
+// The request that cut links has been seen: put them back. A site whose
+// target went meanwhile was unlinked by drop_block/unreach (linked false).
+void Translator::heal_cut() {
+  for (uint32_t i = 0; i < m_cut_count; ++i) {
+    Block* b = m_cut[i];
+    for (ExitSite& site : b->exits) {
+      if (!site.cut) continue;
+      site.cut = false;
+      if (!site.linked || b->dead) continue;
+      auto it = m_blocks.find(site.target_eip);
+      if (it == m_blocks.end() || !it->second->host) {
+        site.linked = false;  // cannot happen while linked; stay safe
+        continue;
+      }
+      uint8_t* at = const_cast<uint8_t*>(b->host) + site.host_offset;
+      const uint64_t target = reinterpret_cast<uint64_t>(it->second->link_entry());
+      linked_site_bytes(reinterpret_cast<uint64_t>(at), target, at);
+      patch_branch_rel(*b, site, target);
+    }
+  }
+  m_cut_count = 0;
 }
 
 void Translator::clear_lookup() {
@@ -451,6 +548,7 @@ void Translator::record_seg_load(const runtime::CpuState& cpu, const CalloutInsn
 }
 
 void Translator::drop_blocks() {
+  m_cut_count = 0;  // their bytes go with the TC
   m_blocks.clear();
   m_dispatch.fill({});
   m_detached.clear();
@@ -636,8 +734,8 @@ void Translator::try_link(uint64_t site_return, uint32_t target_eip, const runti
     if (site.host_offset != offset) continue;
     if (site.linked || site.target_eip != target_eip || site.reason != ExitReason::kBlockEnd) return;
     uint8_t* at = const_cast<uint8_t*>(from->host) + site.host_offset;
-    linked_site_bytes(reinterpret_cast<uint64_t>(at), reinterpret_cast<uint64_t>(target->entry()), at);
-    patch_branch_rel(*from, site, reinterpret_cast<uint64_t>(target->entry()));
+    linked_site_bytes(reinterpret_cast<uint64_t>(at), reinterpret_cast<uint64_t>(target->link_entry()), at);
+    patch_branch_rel(*from, site, reinterpret_cast<uint64_t>(target->link_entry()));
     site.linked = true;
     const_cast<Block*>(target)->incoming.push_back({from, i});
     ++m_stats.chain_links;
@@ -803,6 +901,8 @@ RunResult Translator::run(runtime::CpuState& cpu, uint64_t max_blocks) {
   if (host_gs != m_ctx->window_base) set_gs_base(m_ctx->window_base);
   m_ctx->cpu = &cpu;
   m_fault_block = nullptr;
+  static thread_local const int this_tid = int(syscall(SYS_gettid));
+  m_run_tid.store(this_tid, std::memory_order_release);
   runtime::set_translated_code_hook(&m_hook);
 
   result.stop = RunStop::kMaxBlocks;
@@ -814,6 +914,7 @@ RunResult Translator::run(runtime::CpuState& cpu, uint64_t max_blocks) {
       result.stop = RunStop::kExitRequested;
       break;
     }
+    if (m_cut_count) heal_cut();
     const Block* b = nullptr;
     if (m_unchecked_step) {
       sync_segments(cpu);
@@ -895,6 +996,8 @@ RunResult Translator::run(runtime::CpuState& cpu, uint64_t max_blocks) {
     }
   }
   runtime::set_translated_code_hook(nullptr);
+  m_run_tid.store(0, std::memory_order_release);
+  if (m_cut_count) heal_cut();  // no tick cuts any more: leave the links whole
   m_stats.blocks_run += result.blocks_run;
   result.eip = cpu.eip;
   m_ctx->cpu = nullptr;
@@ -1071,7 +1174,7 @@ std::string Translator::format_stats() const {
     out += "  lookup hits         (not counted: TranslatorConfig::count_in_tc is off)\n";
   }
   out += fmt::format("  lookup misses       {} (slots filled {})\n", s.lookup_misses, s.lookup_fills);
-  out += fmt::format("  exit requests       {}\n", s.exit_requests);
+  out += fmt::format("  exit requests       {} (links cut for them and put back: {})\n", s.exit_requests, s.links_cut);
   out += fmt::format("  guest faults        {}\n", s.guest_faults);
   out += fmt::format("  TC flushes          {} (full) + {} (flush())\n", s.tc_flushes, s.invalidations);
   out += fmt::format("  code page invalidations {} ({} blocks dropped, {} uncached steps)\n",

@@ -6,6 +6,8 @@
 // control at the exit stub with an ExitReason and the next guest EIP.
 #pragma once
 
+#include <array>
+#include <atomic>
 #include <csignal>
 #include <cstdint>
 #include <functional>
@@ -75,6 +77,7 @@ struct TranslatorStats {
   uint64_t blocks_run = 0;        // blocks entered from the dispatcher
   uint64_t chain_links = 0;       // direct exits patched into jumps to their target
   uint64_t chain_unlinks = 0;     // links undone because their target was dropped
+  uint64_t links_cut = 0;         // links cut for an exit request (and put back after it)
   uint64_t lookup_misses = 0;     // indirect branches that returned to the dispatcher
   uint64_t lookup_fills = 0;      // lookup slots written by the dispatcher
   uint64_t exit_requests = 0;     // runs stopped by request_exit() / the tick
@@ -159,8 +162,11 @@ class Translator {
   RunResult run_one(runtime::CpuState& cpu);
 
   // Async-signal-safe, callable from any thread: the running (or next) run()
-  // returns kExitRequested at the next block entry. run() clears the request
-  // when it returns for it.
+  // returns kExitRequested at the next block boundary. run() clears the
+  // request when it returns for it. From another thread than the one in
+  // run(), it also sends that thread the tick signal (a kick), whose handler
+  // cuts the links of the block it interrupted (chained jumps skip the
+  // entry poll: Block::link_offset).
   void request_exit();
 
   // The block at eip, translating it if needed (nullptr on internal error).
@@ -234,8 +240,11 @@ class Translator {
   void clear_lookup();
   Block* block_by_host(uint64_t host_address) const;
   static bool on_tc_fault(void* opaque, int signo, siginfo_t* si, ucontext_t* uc);
-  static void on_tick(void* opaque) { static_cast<Translator*>(opaque)->request_exit(); }
+  static void on_tick(void* opaque, ucontext_t* uc, bool timer);
   void set_poll_page(bool readable);
+  void request_exit_here();
+  void cut_links(Block* b);
+  void heal_cut();
   void update_seg_pinned();
   void record_seg_load(const runtime::CpuState& cpu, const CalloutInsn& insn, uint32_t esp_before);
   void record_verw(const runtime::CpuState& cpu, const CalloutInsn& insn);
@@ -301,6 +310,16 @@ class Translator {
   Block* volatile m_fault_block = nullptr;  // block of the last guest fault (set by the handler)
   uint32_t m_fault_eip = 0;                 // EIP of the last guest fault
   runtime::TranslatedCodeHook m_hook;
+  // Blocks whose links an exit request cut (ExitSite::cut), healed by run()
+  // before it enters the TC again. One is the norm: after a cut nothing but
+  // the cut block runs before the exit (everything else enters by the poll).
+  static constexpr uint32_t kMaxCut = 4;
+  std::array<Block*, kMaxCut> m_cut{};
+  volatile uint32_t m_cut_count = 0;
+  // The thread inside run() (0: none) and our process, for request_exit()'s kick.
+  std::atomic<int> m_run_tid{0};
+  int m_pid = 0;
+  int m_kick_signal = 0;
   std::function<void(uint32_t)> m_on_code_page;
   std::function<void(const std::string&)> m_trace_sink;
   TranslatorStats m_stats;

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <cstring>
 #include <set>
 #include <thread>
 
@@ -97,6 +98,50 @@ TEST_F(ControlFlow, HostTickStopsAChainedLoop) {
   EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
 }
 
+// Chained jumps enter past the exit-request poll (Block::link_offset), so a
+// tick must cut the links of the block it interrupts; the dispatcher puts
+// them back afterwards instead of linking them again one exit at a time.
+TEST_F(ControlFlow, TicksCutTheLinksOfTheRunningBlockAndTheyComeBack) {
+  load(snippet_cf_spin());
+  TranslatorConfig config = counting();
+  config.stop_on_host_tick = true;
+  auto t = make_translator(config);
+  const translator::Block* b = t->block_at(kCode, cpu);
+  ASSERT_NE(b, nullptr);
+  ASSERT_NE(b->host, nullptr);
+  EXPECT_GT(b->link_offset, b->entry_offset) << "links skip the poll";
+  for (int round = 0; round < 3; ++round) {
+    SCOPED_TRACE(round);
+    const uint64_t entries = t->context().block_entries;
+    RunResult r = t->run(cpu, ~uint64_t(0));
+    EXPECT_EQ(r.stop, RunStop::kExitRequested) << r.detail;
+    EXPECT_EQ(cpu.eip, kCode);
+    EXPECT_LE(r.blocks_run, 2u);  // entered from the dispatcher, then only through its link
+    EXPECT_GT(t->context().block_entries, entries + 1000);
+    EXPECT_GE(t->stats().links_cut, uint64_t(round + 1));
+    // The link was put back, not undone: it was made once.
+    EXPECT_EQ(t->stats().chain_links, 1u);
+    EXPECT_EQ(t->stats().chain_unlinks, 0u);
+    ASSERT_EQ(b->exits.size(), 1u);
+    const translator::ExitSite& site = b->exits[0];
+    EXPECT_TRUE(site.linked);
+    EXPECT_FALSE(site.cut);
+  }
+  // The linked jump lands past the poll.
+  const translator::ExitSite& site = b->exits[0];
+  const uint8_t* at = b->host + site.host_offset;
+  if (site.branch_rel_offset == 0) {
+    ASSERT_EQ(at[0], 0xe9);
+    int32_t rel;
+    std::memcpy(&rel, at + 1, 4);
+    EXPECT_EQ(at + 5 + rel, b->link_entry());
+  } else {
+    int32_t rel;
+    std::memcpy(&rel, b->host + site.branch_rel_offset, 4);
+    EXPECT_EQ(b->host + site.branch_rel_offset + 4 + rel, b->link_entry());
+  }
+}
+
 INTEL(nested_loops,
       "xor eax, eax\n"
       "mov edx, 100\n"
@@ -116,7 +161,7 @@ TEST_F(ControlFlow, JccArmsAreLinkedAndTheResultIsRight) {
   EXPECT_EQ(cpu.reg(EAX), 100u * 5050u);
   EXPECT_GE(t->stats().chain_links, 3u);
   EXPECT_LT(r.blocks_run, 10u);
-  // Every inner back edge enters a block (and polls for exit requests); the
+  // Every inner back edge enters a block (past its exit-request poll); the
   // first inner iteration runs inside the outer block (superblocks).
   EXPECT_GE(t->context().block_entries, 10000u);
 }
