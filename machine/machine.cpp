@@ -58,6 +58,7 @@ struct LoopStats {
   uint64_t user_translated_runs = 0;  // runs of guest user code through the user translator
   uint64_t direct_runs = 0;
   uint64_t not_executable = 0;      // user pages the host must not execute (cpuid inside): run translated
+  uint64_t not_executable_known = 0;  // ... known so before running directly (no refused fetch)
   uint64_t interpreted = 0;       // instructions run by the CPU model outside callouts
   uint64_t callouts = 0;
   uint64_t interrupts = 0;        // external interrupts delivered
@@ -370,8 +371,18 @@ void PcMachine::track_user_stints() {
 // CPL-3 code only while that needs no checks the host would have made
 // (TF, DR7 breakpoints, a CS limit: direct execution has them natively).
 std::optional<Stop> PcMachine::run_user() {
-  const bool must = m_translate_user_next;
+  bool must = m_translate_user_next;
   m_translate_user_next = false;
+  if (!must) {
+    // Back in user mode (after a system call, fault or interrupt) on a page
+    // the shadow maps without PROT_EXEC: direct execution would only be
+    // refused (a host signal and an engine switch, about 3 us).
+    const uint32_t lin = m_vcpu.regs.sreg(Seg::CS).base + m_vcpu.regs.eip;
+    if (auto s = m_mmu->lookup(mmu::Window::kUser, lin); s && !s->executable) {
+      must = true;
+      ++m_stats.not_executable_known;
+    }
+  }
   const bool translate = must || (m_user_policy.translate(m_now_ns) && !needs_checked_mode() &&
                                   !alignment_checks() && m_vcpu.regs.sreg(Seg::CS).base == 0);
   if (!translate) return run_direct();
@@ -818,12 +829,12 @@ std::string PcMachine::stats_text() const {
   std::string s;
   const LoopStats& l = m_stats;
   s += fmt::format(
-      "machine: translated runs {}, user translated runs {} (pages not executable by the host {}), direct runs {}, mode switches {}, callouts {}, interpreted {}\n"
+      "machine: translated runs {}, user translated runs {} (pages not executable by the host: refused {}, known beforehand {}), direct runs {}, mode switches {}, callouts {}, interpreted {}\n"
       "machine: interrupts {}, exceptions and int n {}, halts {} ({:.1f} ms asleep), segment fixups {}\n"
       "machine: hidden faults user {} kernel {}, true faults {} (prefaulted at the handler's iret {}), pages without RAM "
       "mapped as all-ones {}\n"
       "machine: checked kernel steps {}\n",
-      l.translated_runs, l.user_translated_runs, l.not_executable, l.direct_runs, l.mode_switches, l.callouts, l.interpreted, l.interrupts, l.exceptions,
+      l.translated_runs, l.user_translated_runs, l.not_executable, l.not_executable_known, l.direct_runs, l.mode_switches, l.callouts, l.interpreted, l.interrupts, l.exceptions,
       l.halts, l.halt_ns / 1e6, l.segment_fixups, l.hidden_faults_user, l.hidden_faults_kernel, l.true_faults, l.prefaults,
       l.unbacked_pages, l.checked_steps);
   const mmu::ShadowStats& ms = m_mmu->stats();
