@@ -68,6 +68,19 @@ uint8_t checked_segments(const runtime::CpuState& cpu) {
   return mask;
 }
 
+// An exit site's bytes (and its jcc's rel32, if any) pointing at its own
+// exit code (unlinked) or at a block's link entry. Bytes only: async-signal-safe.
+void point_site_at_exit(const Block& from, const ExitSite& site) {
+  uint8_t* at = const_cast<uint8_t*>(from.host) + site.host_offset;
+  unlinked_site_bytes(site.target_eip, at);
+  patch_branch_rel(from, site, reinterpret_cast<uint64_t>(at));
+}
+void point_site_at(const Block& from, const ExitSite& site, const Block& target) {
+  uint8_t* at = const_cast<uint8_t*>(from.host) + site.host_offset;
+  const uint64_t entry = reinterpret_cast<uint64_t>(target.link_entry());
+  linked_site_bytes(reinterpret_cast<uint64_t>(at), entry, at);
+  patch_branch_rel(from, site, entry);
+}
 
 }  // namespace
 
@@ -349,9 +362,7 @@ void Translator::cut_links(Block* b) {
   bool any = false;
   for (ExitSite& site : b->exits) {
     if (!site.linked || site.cut) continue;
-    uint8_t* at = const_cast<uint8_t*>(b->host) + site.host_offset;
-    unlinked_site_bytes(site.target_eip, at);
-    patch_branch_rel(*b, site, reinterpret_cast<uint64_t>(at));
+    point_site_at_exit(*b, site);
     site.cut = true;
     any = true;
     ++m_stats.links_cut;
@@ -385,10 +396,7 @@ void Translator::heal_cut() {
         site.linked = false;  // cannot happen while linked; stay safe
         continue;
       }
-      uint8_t* at = const_cast<uint8_t*>(b->host) + site.host_offset;
-      const uint64_t target = reinterpret_cast<uint64_t>(it->second->link_entry());
-      linked_site_bytes(reinterpret_cast<uint64_t>(at), target, at);
-      patch_branch_rel(*b, site, target);
+      point_site_at(*b, site, *it->second);
     }
   }
   m_cut_count = 0;
@@ -588,8 +596,7 @@ void Translator::drop_block(Block* b) {
     Block* from = in.from;
     if (from->dead) continue;
     ExitSite& site = from->exits[in.exit_index];
-    unlinked_site_bytes(site.target_eip, const_cast<uint8_t*>(from->host) + site.host_offset);
-    patch_branch_rel(*from, site, reinterpret_cast<uint64_t>(from->host) + site.host_offset);
+    point_site_at_exit(*from, site);
     site.linked = false;
     ++m_stats.chain_unlinks;
   }
@@ -651,8 +658,7 @@ void Translator::unreach(Block* b) {
     if (from->dead) continue;
     ExitSite& site = from->exits[in.exit_index];
     if (!site.linked) continue;
-    unlinked_site_bytes(site.target_eip, const_cast<uint8_t*>(from->host) + site.host_offset);
-    patch_branch_rel(*from, site, reinterpret_cast<uint64_t>(from->host) + site.host_offset);
+    point_site_at_exit(*from, site);
     site.linked = false;
     ++m_stats.chain_unlinks;
   }
@@ -733,9 +739,7 @@ void Translator::try_link(uint64_t site_return, uint32_t target_eip, const runti
     ExitSite& site = from->exits[i];
     if (site.host_offset != offset) continue;
     if (site.linked || site.target_eip != target_eip || site.reason != ExitReason::kBlockEnd) return;
-    uint8_t* at = const_cast<uint8_t*>(from->host) + site.host_offset;
-    linked_site_bytes(reinterpret_cast<uint64_t>(at), reinterpret_cast<uint64_t>(target->link_entry()), at);
-    patch_branch_rel(*from, site, reinterpret_cast<uint64_t>(target->link_entry()));
+    point_site_at(*from, site, *target);
     site.linked = true;
     const_cast<Block*>(target)->incoming.push_back({from, i});
     ++m_stats.chain_links;
