@@ -33,6 +33,7 @@
 #include "mmu/shadow_mmu.h"
 #include "runtime/direct_executor.h"
 #include "runtime/host_signals.h"
+#include "runtime/tick_timer.h"
 #include "translator/callout.h"
 #include "translator/translator.h"
 
@@ -52,6 +53,12 @@ uint64_t now_ns() {
 constexpr uint64_t kMaxBlocksPerRun = 1u << 20;
 constexpr uint64_t kGuardBytes = uint64_t(16) << 30;
 constexpr uint64_t kInputPollNs = 1000000;  // service_devices: console input polled at most this often
+// The host tick (arm_tick) stops the guest when a device deadline is due,
+// and at least this often for console input the loop has not seen yet.
+constexpr uint64_t kInputTickNs = 10000000;
+// Never arm the tick closer than this to now: a deadline in the past (a
+// device not yet updated) must not keep the guest from running at all.
+constexpr uint64_t kMinTickNs = 20000;
 
 struct LoopStats {
   uint64_t translated_runs = 0;
@@ -73,6 +80,7 @@ struct LoopStats {
   uint64_t unbacked_pages = 0;    // pages of all-ones mapped for physical addresses without RAM
   uint64_t prefaults = 0;         // pages mapped when a #PF handler returned (prefault_after_iret)
   uint64_t checked_steps = 0;     // kernel instructions run one at a time with checks (checked_step)
+  uint64_t ticks_armed = 0;       // one-shot host ticks armed (arm_tick)
 };
 
 // The last true page fault given to the guest, until the IRET that may end
@@ -140,6 +148,7 @@ class PcMachine final : public Machine,
   std::optional<Stop> deliver_event(const Event& event);
   std::optional<Stop> after_step(const StepResult& r);
   void service_devices();
+  void arm_tick();
   void wait_for_event();
   void poll_input(int timeout_ms);
   bool fix_host_gdt_selectors();
@@ -152,7 +161,12 @@ class PcMachine final : public Machine,
 
   // CpuHooks
   uint32_t io_in(uint16_t port, unsigned size) override { return m_bus.read(port, size); }
-  void io_out(uint16_t port, unsigned size, uint32_t value) override { m_bus.write(port, size, value); }
+  void io_out(uint16_t port, unsigned size, uint32_t value) override {
+    m_bus.write(port, size, value);
+    // The guest may have moved a timer's deadline before the armed tick
+    // (Linux programs the PIT one-shot for every tick when idle-dynticks).
+    if (m_devices->next_deadline_ns() < m_tick_at) arm_tick();
+  }
   void control_register_written(int cr, uint32_t old_value, uint32_t new_value) override;
   void invlpg(uint32_t lin) override {
     drop_unbacked();
@@ -196,6 +210,11 @@ class PcMachine final : public Machine,
   LoopStats m_stats;
   PendingPrefault m_prefault;
   uint64_t m_last_input_poll_ns = 0;
+  // The preemption tick, armed one shot at a time at the next time a device
+  // needs the loop (arm_tick); m_tick_at is when it fires (0: not armed).
+  runtime::TickTimer m_tick;
+  uint64_t m_tick_at = 0;
+  bool m_tick_failed = false;
 };
 
 const char* kStopNames[] = {"debug exit", "power off", "reset", "triple fault", "guest error", "quit",
@@ -296,7 +315,7 @@ Status PcMachine::init() {
   }
 
   runtime::DirectConfig dc2;
-  dc2.tick_period = m_config.tick_period;
+  dc2.tick_period = std::chrono::microseconds(0);  // arm_tick drives the tick
   dc2.trap_rdtsc = false;  // guest TSC = host TSC until the guest writes the TSC MSR
   auto direct = runtime::DirectExecutor::create(dc2);
   if (!direct) return direct.error();
@@ -342,6 +361,7 @@ std::optional<Stop> PcMachine::step() {
     return guest_error(fmt::format("the guest entered real mode at {:#x}:{:#x}; bt86 runs protected mode only",
                                    m_vcpu.regs.sreg(Seg::CS).selector, m_vcpu.regs.eip));
   track_user_stints();
+  arm_tick();
   const bool irq_pending = m_devices->pic.interrupt_pending();
   m_translator->context().irq_pending = irq_pending;
   m_user_translator->context().irq_pending = irq_pending;
@@ -420,6 +440,30 @@ void PcMachine::service_devices() {
   } else if (m_input.service) {
     m_input.service();
   }
+}
+
+// The host tick used to be periodic (1 kHz). Each one costs a host signal,
+// an exit and a pass of this loop, whether or not a device needed it: 2-3%
+// of a compute-bound guest, whose own timer interrupt comes at 250 Hz.
+// Now it is one shot, at the earliest of the next device deadline (the
+// PIT, the RTC) and the next console-input poll; it is re-armed only when
+// that time moves before the armed one or the armed one has passed.
+void PcMachine::arm_tick() {
+  uint64_t want = m_devices->next_deadline_ns();
+  const bool pending = m_input.pending && m_input.pending();
+  want = std::min(want, m_last_input_poll_ns + (pending ? kInputPollNs : kInputTickNs));
+  want = std::max(want, m_now_ns + kMinTickNs);
+  if (m_tick_at > m_now_ns && m_tick_at <= want) return;  // a tick at least as early is coming
+  if (auto s = m_tick.arm_at(want); !s) {
+    // Without a tick the guest still stops at every exit (system calls,
+    // faults, translated runs end after kMaxBlocksPerRun blocks): late
+    // timer interrupts, not a hang. Say so once.
+    if (!m_tick_failed) log::get("machine")->error("cannot arm the host tick: {}", s.error().message);
+    m_tick_failed = true;
+    return;
+  }
+  m_tick_at = want;
+  ++m_stats.ticks_armed;
 }
 
 void PcMachine::poll_input(int timeout_ms) {
@@ -833,10 +877,10 @@ std::string PcMachine::stats_text() const {
       "machine: interrupts {}, exceptions and int n {}, halts {} ({:.1f} ms asleep), segment fixups {}\n"
       "machine: hidden faults user {} kernel {}, true faults {} (prefaulted at the handler's iret {}), pages without RAM "
       "mapped as all-ones {}\n"
-      "machine: checked kernel steps {}\n",
+      "machine: checked kernel steps {}, host ticks armed {}\n",
       l.translated_runs, l.user_translated_runs, l.not_executable, l.not_executable_known, l.direct_runs, l.mode_switches, l.callouts, l.interpreted, l.interrupts, l.exceptions,
       l.halts, l.halt_ns / 1e6, l.segment_fixups, l.hidden_faults_user, l.hidden_faults_kernel, l.true_faults, l.prefaults,
-      l.unbacked_pages, l.checked_steps);
+      l.unbacked_pages, l.checked_steps, l.ticks_armed);
   const mmu::ShadowStats& ms = m_mmu->stats();
   s += fmt::format(
       "mmu: hidden faults {}, true faults {}, dirty upgrades {}, pages mapped {} in {} mmap calls, "

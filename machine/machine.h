@@ -37,8 +37,6 @@ struct MachineConfig {
   // Host base of the kernel window translated code addresses through GS
   // (4 GiB aligned, far from the user window at 0 and from bt86 itself).
   uint64_t kernel_window_base = uint64_t(1) << 36;
-  // How often a host timer stops the guest to look at device deadlines.
-  std::chrono::microseconds tick_period{1000};
   // Guest bytes written to COM1.
   std::function<void(uint8_t)> serial_out;
   // Guest user code: direct execution, translation while a process traps
@@ -89,6 +87,7 @@ class Machine {
     std::function<int()> input_fd;   // descriptor to poll for POLLIN, or -1
     std::function<void()> pump;      // input_fd() is readable
     std::function<void()> service;   // every pass of the loop: feed the UART, check for quit
+    std::function<bool()> pending;   // input read but not yet taken by the UART (optional)
   };
   virtual void set_input_hooks(InputHooks hooks) = 0;
 

@@ -166,7 +166,8 @@ int run_vm(const Options& options, const KernelImage& image) {
       [&con, &dev, &m] {
         if (con.has_pending_input()) con.feed(dev.com1);
         if (con.quit_requested()) m.request_quit();
-      }});
+      },
+      [&con] { return con.has_pending_input(); }});
 
   machine::Stop stop = m.run();
   if (watched && stop.reason == machine::StopReason::kQuit) {

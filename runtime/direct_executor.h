@@ -13,6 +13,7 @@
 #include "base/result.h"
 #include "runtime/host_signals.h"
 #include "runtime/ldt_mirror.h"
+#include "runtime/tick_timer.h"
 #include "runtime/user_executor.h"
 #include "runtime/world_switch.h"
 
@@ -22,7 +23,8 @@ struct DirectConfig {
   // Segments are cut so that no byte at or above this linear address is
   // reachable through them (e.g. 0xC0000000 for Linux, 0x80000000 for xv6).
   uint64_t segment_boundary = uint64_t(1) << 32;
-  // Period of the preemption tick; zero disables it.
+  // Period of the preemption tick; zero disables it (a machine that arms
+  // its own TickTimer at device deadlines in this thread).
   std::chrono::microseconds tick_period{4000};
   // Make rdtsc/rdtscp in guest user code exit (where the host can). A
   // machine whose guest TSC equals the host TSC (no TSC offset, CR4.TSD
@@ -59,7 +61,7 @@ class DirectExecutor final : public UserExecutor {
   DirectConfig m_config;
   std::unique_ptr<detail::WorldContext> m_ctx;
   detail::LdtMirror m_ldt;
-  detail::TickTimer m_timer;
+  TickTimer m_timer;
   DirectStats m_stats;
 };
 

@@ -21,6 +21,7 @@
 #include <string>
 
 #include "base/log.h"
+#include "runtime/tick_timer.h"
 #include "runtime/world_switch.h"
 
 #ifndef HWCAP2_FSGSBASE
@@ -281,27 +282,49 @@ void arm_instruction_faulting(bool tsc) {
   }
 }
 
+}  // namespace bt86::runtime::detail
+
+namespace bt86::runtime {
+
 TickTimer::~TickTimer() {
   stop();
-  if (m_timer) timer_delete(static_cast<timer_t>(m_timer));
+  if (m_created) timer_delete(static_cast<timer_t>(m_timer));
+}
+
+Status TickTimer::create() {
+  if (m_created) return Ok{};
+  sigevent sev{};
+  sev.sigev_notify = SIGEV_THREAD_ID;
+  sev.sigev_signo = detail::tick_signal();
+  sev._sigev_un._tid = static_cast<pid_t>(syscall(SYS_gettid));
+  timer_t t;
+  if (timer_create(CLOCK_MONOTONIC, &sev, &t) != 0)
+    return make_error(std::string("timer_create failed: ") + strerror(errno));
+  m_timer = t;
+  m_created = true;
+  return Ok{};
 }
 
 Status TickTimer::start(std::chrono::microseconds period) {
-  if (!m_timer) {
-    sigevent sev{};
-    sev.sigev_notify = SIGEV_THREAD_ID;
-    sev.sigev_signo = tick_signal();
-    sev._sigev_un._tid = static_cast<pid_t>(syscall(SYS_gettid));
-    timer_t t;
-    if (timer_create(CLOCK_MONOTONIC, &sev, &t) != 0)
-      return make_error(std::string("timer_create failed: ") + strerror(errno));
-    m_timer = t;
-  }
+  if (auto s = create(); !s) return s;
   itimerspec its{};
   its.it_interval.tv_sec = period.count() / 1000000;
   its.it_interval.tv_nsec = (period.count() % 1000000) * 1000;
   its.it_value = its.it_interval;
   if (timer_settime(static_cast<timer_t>(m_timer), 0, &its, nullptr) != 0)
+    return make_error(std::string("timer_settime failed: ") + strerror(errno));
+  m_running = true;
+  return Ok{};
+}
+
+Status TickTimer::arm_at(uint64_t monotonic_ns) {
+  if (auto s = create(); !s) return s;
+  itimerspec its{};
+  // 0 would disarm: the earliest representable time instead.
+  its.it_value.tv_sec = time_t(monotonic_ns / 1000000000u);
+  its.it_value.tv_nsec = long(monotonic_ns % 1000000000u);
+  if (its.it_value.tv_sec == 0 && its.it_value.tv_nsec == 0) its.it_value.tv_nsec = 1;
+  if (timer_settime(static_cast<timer_t>(m_timer), TIMER_ABSTIME, &its, nullptr) != 0)
     return make_error(std::string("timer_settime failed: ") + strerror(errno));
   m_running = true;
   return Ok{};
@@ -313,10 +336,6 @@ void TickTimer::stop() {
   timer_settime(static_cast<timer_t>(m_timer), 0, &its, nullptr);
   m_running = false;
 }
-
-}  // namespace bt86::runtime::detail
-
-namespace bt86::runtime {
 
 void set_translated_code_hook(const TranslatedCodeHook* hook) { detail::g_tc_hook = hook; }
 

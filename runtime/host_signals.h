@@ -43,21 +43,6 @@ Status install_seccomp_filter();
 // either disarms the faulting, and arm() re-arms it before the next entry.
 void arm_instruction_faulting(bool tsc = true);
 
-// A periodic per-thread timer that sends tick_signal() to this thread.
-class TickTimer {
- public:
-  TickTimer() = default;
-  ~TickTimer();
-  TickTimer(const TickTimer&) = delete;
-  TickTimer& operator=(const TickTimer&) = delete;
-  Status start(std::chrono::microseconds period);
-  void stop();
-
- private:
-  void* m_timer = nullptr;
-  bool m_running = false;
-};
-
 }  // namespace bt86::runtime::detail
 
 namespace bt86::runtime {

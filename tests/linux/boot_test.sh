@@ -29,6 +29,7 @@ wait_for_shell() {
   for _ in $(seq 1 600); do grep -a -q "Enter 'help'" "$1" && break; kill -0 $pid 2>/dev/null || break; sleep 0.2; done
 }
 out=$work/out
+session_start=$SECONDS
 boot 256 "$work/in" "$out" 900
 exec 3>"$work/in"
 # Types one command once the previous one has finished (its end marker is
@@ -73,6 +74,7 @@ printf 'poweroff -f\n' >&3
 exec 3>&-
 wait $pid
 status=$?
+session_secs=$((SECONDS - session_start + 1))
 fail=0
 expect() {
   if grep -a -q -- "$1" "$out"; then echo "ok: $2"; else echo "FAIL: $2 (no '$1' in the output)"; fail=1; fi
@@ -97,6 +99,17 @@ expect "^sieve: 2063689 primes" "a CPU-bound static program"
 expect "pages not executable by the host: refused [0-9]*, known beforehand [1-9]" \
   "returns to a page the host must not execute go straight to the user translator"
 expect "^@@done 12@@" "every command finished"
+# The host tick is armed one shot at the next device deadline (the guest's
+# 250 Hz timer, console input every 10 ms at most), not periodically nor at
+# every pass of the run loop: fewer than a periodic 1 kHz tick would make.
+ticks=$(grep -a -o "host ticks armed [0-9]*" "$out" | grep -o "[0-9]*$")
+if [ -z "$ticks" ]; then
+  echo "FAIL: no 'host ticks armed' in --stats"; fail=1
+elif [ "$ticks" -gt $((1000 * session_secs)) ]; then
+  echo "FAIL: $ticks host ticks armed in ${session_secs} s (want fewer than the 1,000 per second of a periodic 1 kHz tick)"; fail=1
+else
+  echo "ok: $ticks host ticks armed in ${session_secs} s"
+fi
 if [ "$status" -ne 0 ]; then echo "FAIL: bt86 exit status $status after poweroff -f (want 0)"; fail=1; fi
 if [ "$fail" -ne 0 ]; then echo "--- guest output ---"; tail -n 60 "$out"; fi
 
