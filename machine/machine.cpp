@@ -149,6 +149,13 @@ class PcMachine final : public Machine,
   std::optional<Stop> after_step(const StepResult& r);
   void service_devices();
   void arm_tick();
+  // Counts a CPL change since the last call (event delivery, the end of a
+  // pass): each switch once, whether it happened inside a run or between.
+  void count_mode_switch() {
+    if (m_vcpu.cpl == m_counted_cpl) return;
+    m_counted_cpl = m_vcpu.cpl;
+    ++m_stats.mode_switches;
+  }
   void wait_for_event();
   void poll_input(int timeout_ms);
   bool fix_host_gdt_selectors();
@@ -199,7 +206,8 @@ class PcMachine final : public Machine,
   CodeView m_kernel_code{m_vcpu, false};
   CodeView m_user_code{m_vcpu, true};
   UserEnginePolicy m_user_policy;
-  uint8_t m_policy_cpl = 0;           // the CPL the policy last saw (track_user_stints)
+  uint8_t m_policy_cpl = 0;
+  uint8_t m_counted_cpl = 0;  // count_mode_switch           // the CPL the policy last saw (track_user_stints)
   bool m_translate_user_next = false;
   // The guest left user code for a page fault or an external interrupt,
   // which cost the same in both engines (the policy's stint goes on).
@@ -329,6 +337,7 @@ Stop PcMachine::guest_error(std::string message) {
 
 Stop PcMachine::run() {
   m_vcpu.cpl = m_vcpu.regs.sreg(Seg::CS).selector & 3;
+  m_counted_cpl = m_vcpu.cpl;
   m_mmu->set_control_registers(m_vcpu.sys.cr0, m_vcpu.sys.cr3, m_vcpu.sys.cr4);
   for (;;) {
     if (auto s = step()) return *s;
@@ -365,9 +374,8 @@ std::optional<Stop> PcMachine::step() {
   const bool irq_pending = m_devices->pic.interrupt_pending();
   m_translator->context().irq_pending = irq_pending;
   m_user_translator->context().irq_pending = irq_pending;
-  const uint8_t cpl_before = m_vcpu.cpl;
   auto s = m_vcpu.cpl == 3 ? run_user() : needs_checked_mode() ? checked_step(*m_translator) : run_translated();
-  if (m_vcpu.cpl != cpl_before) ++m_stats.mode_switches;
+  count_mode_switch();
   return s;
 }
 
@@ -496,13 +504,12 @@ void PcMachine::wait_for_event() {
 }
 
 std::optional<Stop> PcMachine::deliver_event(const Event& event) {
-  const uint8_t cpl = m_vcpu.cpl;
   DeliveryResult r = deliver(m_vcpu, event, m_mmu->linear_memory(), *this);
   if (event.kind != EventKind::kExternal) ++m_stats.exceptions;
   if (r.shutdown)
     return Stop{StopReason::kTripleFault, 4,
                 fmt::format("{} (eip {:#x}): the machine shuts down", r.shutdown_reason, m_vcpu.regs.eip)};
-  if (m_vcpu.cpl != cpl) ++m_stats.mode_switches;
+  count_mode_switch();
   return std::nullopt;
 }
 
