@@ -3,6 +3,9 @@
 # qemu-system-i386 (TCG), and prints one markdown table of medians:
 #   boot      seconds from start to the guest's /init saying it is ready
 #   sieve     CPU-bound static i386 program (samples/linux/bench/sieve.c)
+#   firsttouch  first-touch page faults (samples/linux/bench/firsttouch.c),
+#             us per page; below the table, the host's floor for one such
+#             fault under shadow paging (bench/linux/fault_floor.c, native)
 #   forkwait  40,000 fork + waitpid (Adams and Agesen), us per fork
 #   getppid   system-call round trip, ns per call
 #   memory    bt86's own memory beyond guest RAM (MiB), from --stats
@@ -47,23 +50,25 @@ run_guest() {  # $1 name, rest: the command for one boot with bt86.script=bench
     awk '/bt86-guest-ready/ {print $1; exit}' "$log" >>"$work/$name.boot"
     field "$log" 'sieve: [0-9]* primes below [0-9]*, [0-9]* rounds, ' >>"$work/$name.sieve"
     field "$log" 'us per fork' >/dev/null
+    grep -a -o 'firsttouch: [0-9.]*' "$log" | grep -o '[0-9.]*$' >>"$work/$name.firsttouch"
     grep -a -o '[0-9.]* us per fork' "$log" | grep -o '^[0-9.]*' >>"$work/$name.forkwait"
     grep -a -o '[0-9.]* ns per call' "$log" | grep -o '^[0-9.]*' >>"$work/$name.getppid"
     grep -a -o 'beyond guest RAM: [0-9.]*' "$log.err" | grep -o '[0-9.]*$' >>"$work/$name.memory"
   done
-  for m in boot sieve forkwait getppid memory; do
+  for m in boot sieve firsttouch forkwait getppid memory; do
     result[$name.$m]=$( (cat "$work/$name.$m" 2>/dev/null || true) | median)
   done
 }
 
 # Native: the same static binaries the initramfs holds.
-for p in sieve forkwait getppid; do gcc -m32 -static -O2 -o "$work/$p" "$root/samples/linux/bench/$p.c"; done
+for p in sieve firsttouch forkwait getppid; do gcc -m32 -static -O2 -o "$work/$p" "$root/samples/linux/bench/$p.c"; done
 for i in $(seq "$runs"); do
   "$work/sieve" | grep -o '[0-9.]* s$' | grep -o '^[0-9.]*' >>"$work/native.sieve"
+  "$work/firsttouch" | grep -o 'firsttouch: [0-9.]*' | grep -o '[0-9.]*$' >>"$work/native.firsttouch"
   "$work/forkwait" | grep -o '[0-9.]* us per fork' | grep -o '^[0-9.]*' >>"$work/native.forkwait"
   "$work/getppid" | grep -o '[0-9.]* ns per call' | grep -o '^[0-9.]*' >>"$work/native.getppid"
 done
-for m in sieve forkwait getppid; do result[native.$m]=$(median <"$work/native.$m"); done
+for m in sieve firsttouch forkwait getppid; do result[native.$m]=$(median <"$work/native.$m"); done
 result[native.boot]="n/a"; result[native.memory]="n/a"
 
 append="console=ttyS0 bt86.script=bench"
@@ -80,8 +85,12 @@ echo "Linux guest, $(date -u +%Y-%m-%d), $(grep -m1 'model name' /proc/cpuinfo |
 echo
 echo "| row | native | bt86 | qemu TCG | bt86/native | qemu/native |"
 echo "|---|---|---|---|---|---|"
-for m in boot sieve forkwait getppid memory; do
-  case $m in boot) label="boot to /init (s)";; sieve) label="sieve (s)";; forkwait) label="forkwait (us/fork)";;
+for m in boot sieve firsttouch forkwait getppid memory; do
+  case $m in boot) label="boot to /init (s)";; sieve) label="sieve (s)";; firsttouch) label="first-touch fault (us/page)";; forkwait) label="forkwait (us/fork)";;
     getppid) label="getppid (ns/call)";; memory) label="bt86 memory beyond guest RAM (MiB)";; esac
   echo "| $label | ${result[native.$m]} | ${result[bt86.$m]} | ${result[qemu.$m]:-n/a} | $(ratio "${result[bt86.$m]}" "${result[native.$m]}") | $(ratio "${result[qemu.$m]:-n/a}" "${result[native.$m]}") |"
 done
+gcc -O2 -o "$work/fault_floor" "$root/bench/linux/fault_floor.c" && {
+  echo
+  echo "Host floor for one first-touch fault under shadow paging, measured natively: $("$work/fault_floor" | sed 's/^fault floor: //')"
+}

@@ -95,6 +95,7 @@ cat > "$ir/etc/bt86/bench.sh" <<'BENCH'
 #!/bin/sh
 # Run by /init for bt86.script=bench: the guest rows of bench/linux/measure.sh.
 /bench/sieve
+/bench/firsttouch
 /bench/forkwait
 /bench/getppid
 BENCH
