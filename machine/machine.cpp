@@ -222,7 +222,6 @@ class PcMachine final : public Machine,
   // needs the loop (arm_tick); m_tick_at is when it fires (0: not armed).
   runtime::TickTimer m_tick;
   uint64_t m_tick_at = 0;
-  bool m_tick_failed = false;
 };
 
 const char* kStopNames[] = {"debug exit", "power off", "reset", "triple fault", "guest error", "quit",
@@ -328,6 +327,9 @@ Status PcMachine::init() {
   auto direct = runtime::DirectExecutor::create(dc2);
   if (!direct) return direct.error();
   m_direct = std::move(*direct);
+  // Without a tick, a guest that computes without exits would never let the
+  // loop deliver its timer interrupts or see Ctrl-A x: refuse to start.
+  if (auto s = m_tick.create(); !s) return make_error("cannot create the host tick timer: " + s.error().message);
   return Ok{};
 }
 
@@ -371,6 +373,7 @@ std::optional<Stop> PcMachine::step() {
                                    m_vcpu.regs.sreg(Seg::CS).selector, m_vcpu.regs.eip));
   track_user_stints();
   arm_tick();
+  if (m_stop) return m_stop;
   const bool irq_pending = m_devices->pic.interrupt_pending();
   m_translator->context().irq_pending = irq_pending;
   m_user_translator->context().irq_pending = irq_pending;
@@ -463,11 +466,9 @@ void PcMachine::arm_tick() {
   want = std::max(want, m_now_ns + kMinTickNs);
   if (m_tick_at > m_now_ns && m_tick_at <= want) return;  // a tick at least as early is coming
   if (auto s = m_tick.arm_at(want); !s) {
-    // Without a tick the guest still stops at every exit (system calls,
-    // faults, translated runs end after kMaxBlocksPerRun blocks): late
-    // timer interrupts, not a hang. Say so once.
-    if (!m_tick_failed) log::get("machine")->error("cannot arm the host tick: {}", s.error().message);
-    m_tick_failed = true;
+    // The timer exists (init): timer_settime on it does not fail short of
+    // a bt86 bug. Stop rather than run a guest that may never be stopped.
+    m_stop = Stop{StopReason::kHostError, 3, "cannot arm the host tick: " + s.error().message};
     return;
   }
   m_tick_at = want;

@@ -77,7 +77,8 @@ class Machine {
   virtual devices::IoBus& io_bus() = 0;
 
   // Runs the guest from vcpu() until it stops. Call once the loader has
-  // put the guest in memory and set vcpu().
+  // put the guest in memory and set vcpu(), from the thread that created
+  // the machine (its host tick and signal state are that thread's).
   virtual Stop run() = 0;
 
   // Async-signal-safe: makes run() return kQuit soon (Ctrl-A x).

@@ -31,9 +31,12 @@ class TickTimer {
   // often should keep the armed time and re-arm only when it must move.
   Status arm_at(uint64_t monotonic_ns);
   void stop();
+  // Makes the host timer now, unarmed, for this thread (start and arm_at
+  // do it on first use): a caller that must not run without ticks learns
+  // at start-up that it cannot have them.
+  Status create();
 
  private:
-  Status create();
 
   void* m_timer = nullptr;  // a kernel timer id: the first one a process makes is 0
   bool m_created = false;

@@ -1,6 +1,7 @@
 // Runs the bt86 binary end to end: usage errors, image recognition, the
 // sample guests, and corrupted ELF files that must never crash it.
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 
 #include <random>
@@ -98,6 +99,28 @@ TEST(Bt86, MultibootGarbageEndsAsGuestError) {
   EXPECT_NE(r.err.find("bt86: triple fault"), std::string::npos) << r.err;
   EXPECT_EQ(count_lines(r.err), 1) << r.err;
   unlink(path.c_str());
+}
+
+// The machine stops its guest with a one-shot host timer; without one a
+// guest that computes without exits could never be stopped, so a host that
+// refuses the timer is a host error at start-up (status 3), not a hang
+// later. RLIMIT_SIGPENDING 0 makes timer_create fail (EAGAIN).
+TEST(Bt86, NoHostTickTimerIsAHostErrorAtStart) {
+  const std::string path = test::temp_path("multiboot");
+  test::ElfSpec spec;
+  spec.extra = test::multiboot_header(0x3);
+  test::write_file(path, test::build_elf(spec));
+  rlimit old{};
+  ASSERT_EQ(getrlimit(RLIMIT_SIGPENDING, &old), 0);
+  const rlimit none{0, old.rlim_max};
+  ASSERT_EQ(setrlimit(RLIMIT_SIGPENDING, &none), 0);
+  auto r = run_bt86({path});  // the child inherits the limit
+  setrlimit(RLIMIT_SIGPENDING, &old);
+  unlink(path.c_str());
+  ASSERT_TRUE(r.exited) << "signal " << r.signal;
+  EXPECT_EQ(r.status, 3) << r.err;
+  EXPECT_NE(r.err.find("bt86: cannot create the host tick timer"), std::string::npos) << r.err;
+  EXPECT_EQ(count_lines(r.err), 1) << r.err;
 }
 
 // Golden stdout; a golden line ending in '*' matches any line with that prefix
