@@ -20,6 +20,7 @@
 #include <spdlog/fmt/fmt.h>
 
 #include "base/log.h"
+#include "devices/clock.h"
 #include "devices/io_bus.h"
 #include "devices/pc_io_map.h"
 #include "machine/access_check.h"
@@ -42,11 +43,8 @@ namespace {
 
 using runtime::Seg;
 
-uint64_t now_ns() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return uint64_t(ts.tv_sec) * 1000000000u + uint64_t(ts.tv_nsec);
-}
+// The devices' clock: their deadlines and the loop's idea of now agree.
+uint64_t now_ns() { return devices::monotonic_now_ns(); }
 
 // Blocks the translator may run before the loop looks at the devices again
 // even without a tick (a safety net; the tick is what normally stops it).
