@@ -37,48 +37,49 @@ field() {  # $1 log, $2 regex before the number, prints the number after it
 }
 
 declare -A result
-run_guest() {  # $1 name, rest: the command for one boot with bt86.script=bench
-  local name=$1; shift
-  for i in $(seq "$runs"); do
-    local log="$work/$name.$i"
-    stamped "$log" "$@"
-    if ! grep -q bt86-script-done "$log"; then
-      echo "measure: $name run $i did not finish; last lines:" >&2
-      tail -n 5 "$log" >&2; tail -n 3 "$log.err" >&2
-      continue
-    fi
-    awk '/bt86-guest-ready/ {print $1; exit}' "$log" >>"$work/$name.boot"
-    field "$log" 'sieve: [0-9]* primes below [0-9]*, [0-9]* rounds, ' >>"$work/$name.sieve"
-    field "$log" 'us per fork' >/dev/null
-    grep -a -o 'firsttouch: [0-9.]*' "$log" | grep -o '[0-9.]*$' >>"$work/$name.firsttouch"
-    grep -a -o '[0-9.]* us per fork' "$log" | grep -o '^[0-9.]*' >>"$work/$name.forkwait"
-    grep -a -o '[0-9.]* ns per call' "$log" | grep -o '^[0-9.]*' >>"$work/$name.getppid"
-    grep -a -o 'beyond guest RAM: [0-9.]*' "$log.err" | grep -o '[0-9.]*$' >>"$work/$name.memory"
-  done
-  for m in boot sieve firsttouch forkwait getppid memory; do
-    result[$name.$m]=$( (cat "$work/$name.$m" 2>/dev/null || true) | median)
-  done
+run_guest() {  # $1 name, $2 run number, rest: the command for one boot with bt86.script=bench
+  local name=$1 i=$2; shift 2
+  local log="$work/$name.$i"
+  stamped "$log" "$@"
+  if ! grep -q bt86-script-done "$log"; then
+    echo "measure: $name run $i did not finish; last lines:" >&2
+    tail -n 5 "$log" >&2; tail -n 3 "$log.err" >&2
+    return
+  fi
+  awk '/bt86-guest-ready/ {print $1; exit}' "$log" >>"$work/$name.boot"
+  field "$log" 'sieve: [0-9]* primes below [0-9]*, [0-9]* rounds, ' >>"$work/$name.sieve"
+  grep -a -o 'firsttouch: [0-9.]*' "$log" | grep -o '[0-9.]*$' >>"$work/$name.firsttouch"
+  grep -a -o '[0-9.]* us per fork' "$log" | grep -o '^[0-9.]*' >>"$work/$name.forkwait"
+  grep -a -o '[0-9.]* ns per call' "$log" | grep -o '^[0-9.]*' >>"$work/$name.getppid"
+  grep -a -o 'beyond guest RAM: [0-9.]*' "$log.err" | grep -o '[0-9.]*$' >>"$work/$name.memory"
 }
-
-# Native: the same static binaries the initramfs holds.
-for p in sieve firsttouch forkwait getppid; do gcc -m32 -static -O2 -o "$work/$p" "$root/samples/linux/bench/$p.c"; done
-for i in $(seq "$runs"); do
+run_native() {  # $1 run number: the same static binaries the initramfs holds
   "$work/sieve" | grep -o '[0-9.]* s$' | grep -o '^[0-9.]*' >>"$work/native.sieve"
   "$work/firsttouch" | grep -o 'firsttouch: [0-9.]*' | grep -o '[0-9.]*$' >>"$work/native.firsttouch"
   "$work/forkwait" | grep -o '[0-9.]* us per fork' | grep -o '^[0-9.]*' >>"$work/native.forkwait"
   "$work/getppid" | grep -o '[0-9.]* ns per call' | grep -o '^[0-9.]*' >>"$work/native.getppid"
-done
-for m in sieve firsttouch forkwait getppid; do result[native.$m]=$(median <"$work/native.$m"); done
-result[native.boot]="n/a"; result[native.memory]="n/a"
+}
 
+for p in sieve firsttouch forkwait getppid; do gcc -m32 -static -O2 -o "$work/$p" "$root/samples/linux/bench/$p.c"; done
 append="console=ttyS0 bt86.script=bench"
-run_guest bt86 "$bt86" --memory "$mem" --stats --initrd "$guest/initrd.cpio.gz" --append "$append" "$guest/vmlinuz"
-if command -v qemu-system-i386 >/dev/null; then
-  run_guest qemu qemu-system-i386 -m "$mem" -nographic -monitor none -serial stdio -no-reboot \
+have_qemu=0
+if command -v qemu-system-i386 >/dev/null; then have_qemu=1; else echo "measure: qemu-system-i386 not installed: no qemu row" >&2; fi
+# Runs interleave (native, bt86, qemu; then again) so that a host that
+# drifts slower or faster over the minutes this takes moves every column
+# alike: the same sieve binary varies by 5% natively within minutes here.
+for i in $(seq "$runs"); do
+  run_native "$i"
+  run_guest bt86 "$i" "$bt86" --memory "$mem" --stats --initrd "$guest/initrd.cpio.gz" --append "$append" "$guest/vmlinuz"
+  [ "$have_qemu" = 1 ] && run_guest qemu "$i" qemu-system-i386 -m "$mem" -nographic -monitor none -serial stdio -no-reboot \
     -kernel "$guest/vmlinuz" -initrd "$guest/initrd.cpio.gz" -append "$append"
-else
-  echo "measure: qemu-system-i386 not installed: no qemu row" >&2
-fi
+done
+for name in native bt86 qemu; do
+  for m in boot sieve firsttouch forkwait getppid memory; do
+    result[$name.$m]=$( (cat "$work/$name.$m" 2>/dev/null || true) | median)
+  done
+done
+result[native.boot]="n/a"; result[native.memory]="n/a"
+[ "$have_qemu" = 1 ] || for m in boot sieve firsttouch forkwait getppid memory; do result[qemu.$m]="n/a"; done
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "n/a" || b == "n/a" || a == "" || b == "" || b == 0) print "n/a"; else printf "%.2fx", a / b }'; }
 echo "Linux guest, $(date -u +%Y-%m-%d), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) CPUs, medians of $runs runs"
@@ -89,6 +90,13 @@ for m in boot sieve firsttouch forkwait getppid memory; do
   case $m in boot) label="boot to /init (s)";; sieve) label="sieve (s)";; firsttouch) label="first-touch fault (us/page)";; forkwait) label="forkwait (us/fork)";;
     getppid) label="getppid (ns/call)";; memory) label="bt86 memory beyond guest RAM (MiB)";; esac
   echo "| $label | ${result[native.$m]} | ${result[bt86.$m]} | ${result[qemu.$m]:-n/a} | $(ratio "${result[bt86.$m]}" "${result[native.$m]}") | $(ratio "${result[qemu.$m]:-n/a}" "${result[native.$m]}") |"
+done
+echo
+echo "Every run, in the order they ran (the medians above come from these):"
+for name in native bt86 qemu; do
+  for m in sieve firsttouch forkwait getppid; do
+    [ -s "$work/$name.$m" ] && echo "- $name $m: $(tr '\n' ' ' <"$work/$name.$m" | sed 's/ $//')"
+  done
 done
 gcc -O2 -o "$work/fault_floor" "$root/bench/linux/fault_floor.c" && {
   echo
