@@ -563,6 +563,7 @@ void Translator::drop_blocks() {
   m_callouts.clear();
   m_seg_used = 0;
   m_seg_flat = 0;
+  for (auto& list : m_seg_blocks) list.clear();
   update_seg_pinned();
   m_pages.clear();
   m_by_host.clear();
@@ -769,11 +770,6 @@ Result<const Block*> Translator::translate(uint32_t eip, bool ephemeral, bool un
   options.user_mode = m_config.user_mode;
   options.superblocks = m_config.superblocks;
   DecodedBlock decoded = build_block(*m_code, eip, options);
-  if (!ephemeral) {
-    m_seg_used |= decoded.seg_used;
-    m_seg_flat |= decoded.seg_flat;
-    update_seg_pinned();
-  }
   if (decoded.end == BlockEnd::kStop) {
     if (m_stats.stops[decoded.stop_reason]++ == 0)
       log::get("translator")->debug("block ends before {:#x}: {}", decoded.end_eip, decoded.stop_reason);
@@ -835,6 +831,13 @@ Result<const Block*> Translator::translate(uint32_t eip, bool ephemeral, bool un
   m_owned.push_back(std::move(block));
   if (ephemeral) return raw;
   m_blocks[eip] = raw;
+  // Recorded only now: a full TC above drops every block, and with them
+  // the segments they depended on.
+  m_seg_used |= decoded.seg_used;
+  m_seg_flat |= decoded.seg_flat;
+  update_seg_pinned();
+  for (int seg = 0; seg < runtime::kNumSegs; ++seg)
+    if (((decoded.seg_used | decoded.seg_flat) >> seg) & 1) m_seg_blocks[seg].push_back(raw);
   // The guest physical pages its bytes came from (at most two: blocks stop at
   // a page boundary, only their last instruction may cross it).
   raw->pages[0] = m_code->phys_page(mmu::GuestVirt(eip));
@@ -862,17 +865,42 @@ void Translator::sync_segments(const runtime::CpuState& cpu) {
   m_seg_snapshot = cpu.seg;
   m_seg_synced = true;
   // Segment bases are constants in translated code: if one that some
-  // translation used has changed, drop them all (rare: Linux keeps its kernel
-  // bases for good; FS/GS bases are read at run time). The same for a
-  // segment whose flatness changed (translations stop before accesses
-  // through non-flat segments and assume flat ones are flat).
+  // translation used has changed, the translations that used it go. The
+  // same for a segment whose flatness changed (translations stop before
+  // accesses through non-flat segments and assume flat ones are flat).
+  // Linux keeps its kernel bases for good, and re-encoded FS/GS accesses
+  // read the base at run time; but a guest process's TLS segment (GS) has
+  // its own base, and glibc reaches it through instructions that fold it
+  // (`call *%gs:0x10`, push/pop of a GS operand), so user code sees a new
+  // GS base at every switch to another process.
   const uint8_t checked = m_config.check_segments ? checked_segments(cpu) : 0;
-  bool drop = (checked ^ m_seg_checked) & m_seg_flat;
-  for (int s = 0; s < runtime::kNumSegs && !drop; ++s)
-    drop = (m_seg_used & (1u << s)) && cpu.seg[s].base != m_seg_base[s];
-  if (drop) flush();
+  uint8_t stale = (checked ^ m_seg_checked) & m_seg_flat;
+  for (int s = 0; s < runtime::kNumSegs; ++s)
+    if ((m_seg_used & (1u << s)) && cpu.seg[s].base != m_seg_base[s]) stale |= uint8_t(1u << s);
+  if (stale) drop_segment_blocks(stale);
   for (int s = 0; s < runtime::kNumSegs; ++s) m_seg_base[s] = cpu.seg[s].base;
   m_seg_checked = checked;
+}
+
+// Drops every block that folded the base of, or assumed the flatness of, a
+// segment in `segs` (attached or detached), and only those.
+void Translator::drop_segment_blocks(uint8_t segs) {
+  ++m_stats.segment_changes;
+  for (int s = 0; s < runtime::kNumSegs; ++s) {
+    if (!((segs >> s) & 1)) continue;
+    std::vector<Block*> victims = std::move(m_seg_blocks[s]);
+    m_seg_blocks[s].clear();
+    for (Block* b : victims) {
+      if (b->dead) continue;  // dropped already, through another segment or its page
+      drop_block(b);
+      ++m_stats.segment_blocks_dropped;
+    }
+  }
+  // No live block depends on these segments now. (A dropped block's entries
+  // in the other segments' lists are dead and skipped.)
+  m_seg_used &= uint8_t(~segs);
+  m_seg_flat &= uint8_t(~segs);
+  update_seg_pinned();
 }
 
 const Block* Translator::block_at(uint32_t eip, const runtime::CpuState& cpu) {
@@ -1185,6 +1213,8 @@ std::string Translator::format_stats() const {
                      s.code_page_invalidations, s.blocks_dropped, s.uncached_steps);
   out += fmt::format("  blocks detached     {} (page remapped; {} found again instead of translated)\n",
                      s.blocks_detached, s.blocks_reattached);
+  out += fmt::format("  segment changes     {} ({} blocks that folded the base or assumed flatness dropped)\n",
+                     s.segment_changes, s.segment_blocks_dropped);
   out += fmt::format("  checked steps       {} (one instruction at a time for the owner: run_one)\n",
                      s.unchecked_steps);
   if (m_config.fast_segment_loads)

@@ -73,7 +73,7 @@ struct TranslatorStats {
   uint64_t guest_bytes = 0;
   uint64_t tc_bytes = 0;
   uint64_t tc_flushes = 0;       // flushes because the TC was full
-  uint64_t invalidations = 0;    // flush() called by the owner, or segment flatness changed
+  uint64_t invalidations = 0;    // flush() called by the owner
   uint64_t blocks_run = 0;        // blocks entered from the dispatcher
   uint64_t chain_links = 0;       // direct exits patched into jumps to their target
   uint64_t chain_unlinks = 0;     // links undone because their target was dropped
@@ -86,6 +86,8 @@ struct TranslatorStats {
   uint64_t blocks_dropped = 0;    // blocks dropped by invalidate_code_page()
   uint64_t blocks_detached = 0;   // blocks set aside by detach_code_page()
   uint64_t blocks_reattached = 0; // detached blocks found again instead of translating
+  uint64_t segment_changes = 0;   // a base or flatness some blocks relied on changed
+  uint64_t segment_blocks_dropped = 0;  // the blocks those changes dropped
   uint64_t uncached_steps = 0;    // one-instruction blocks run after a write to their own page
   uint64_t unchecked_steps = 0;   // run_one() calls
   uint64_t insns_by_kind[kInsnKindCount] = {};  // translated guest instructions, by InsnKind
@@ -246,6 +248,7 @@ class Translator {
   void cut_links(Block* b);
   void heal_cut();
   void update_seg_pinned();
+  void drop_segment_blocks(uint8_t segs);
   void record_seg_load(const runtime::CpuState& cpu, const CalloutInsn& insn, uint32_t esp_before);
   void record_verw(const runtime::CpuState& cpu, const CalloutInsn& insn);
   static void after_segment_callout(void* opaque, const runtime::CpuState& cpu, const CalloutInsn& insn,
@@ -264,9 +267,13 @@ class Translator {
   EntryFn m_enter = nullptr;
   uint64_t m_exit_stub = 0;
   // Segment bases folded into the current translations (DecodedBlock::seg_base)
-  // and which segments they used: a change in a used one drops them all.
+  // and which segments they used: a change in a used one drops the blocks
+  // that used it (m_seg_blocks).
   std::array<uint32_t, runtime::kNumSegs> m_seg_base{};
   uint8_t m_seg_used = 0;
+  // Per segment, the blocks that folded its base or assumed its flatness
+  // (may hold dead blocks; emptied by a drop of that segment or a flush).
+  std::array<std::vector<Block*>, runtime::kNumSegs> m_seg_blocks;
   // Segments that are not flat now (checked_segments()), and the segments
   // whose flatness some translation assumed (DecodedBlock::seg_flat).
   uint8_t m_seg_checked = 0;

@@ -110,6 +110,17 @@ elif [ "$ticks" -gt $((1000 * session_secs)) ]; then
 else
   echo "ok: $ticks host ticks armed in ${session_secs} s"
 fi
+# Each guest process has its own TLS base in GS, which glibc reaches through
+# instructions whose translation folds it: switching processes drops those
+# blocks, not the user translator's whole cache (it did once per process).
+uflush=$(grep -a -o "user   TC flushes *[0-9]* (full) + [0-9]*" "$out" | grep -o "[0-9]*$")
+if [ -z "$uflush" ]; then
+  echo "FAIL: no user translator 'TC flushes' line in --stats"; fail=1
+elif [ "$uflush" -ge 100 ]; then
+  echo "FAIL: the user translator was flushed $uflush times while 1,000 processes ran (want fewer than 100)"; fail=1
+else
+  echo "ok: the user translator was flushed $uflush times while 1,000 processes ran"
+fi
 if [ "$status" -ne 0 ]; then echo "FAIL: bt86 exit status $status after poweroff -f (want 0)"; fail=1; fi
 if [ "$fail" -ne 0 ]; then echo "--- guest output ---"; tail -n 60 "$out"; fi
 

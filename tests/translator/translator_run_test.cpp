@@ -276,6 +276,49 @@ TEST(UsesFpuState, ClassifiesByRegisterFileAndExtension) {
 }
 
 // A block is flushed with the whole TC when the TC is full, and counted.
+INTEL(gs_after_plain,
+      "add ebx, 1\n"                       // a block that uses no segment base
+      "jmp 2f\n"
+      "nop\n"
+      "2: push dword ptr gs:[0x100]\n"     // folds the GS base into the translation
+      "pop eax\n"
+      "int3\n")
+
+// A guest process's TLS segment has its own base, so user code sees GS
+// change at every switch to another process. Only the blocks that folded
+// the old base are translated again; the rest stay (they used to be
+// flushed with them, every block of the translator).
+TEST_F(TranslatorRun, ANewSegmentBaseDropsOnlyTheBlocksThatFoldedIt) {
+  uint32_t* data = reinterpret_cast<uint32_t*>(m->data());
+  data[0x100 / 4] = 0x11111111;
+  data[0x300 / 4] = 0x22222222;
+  cpu.sreg(Seg::GS).base = kData;
+  auto r = run(snippet_gs_after_plain());
+  ASSERT_EQ(r.stop, RunStop::kNeedsInterpretation) << r.detail;
+  EXPECT_EQ(cpu.reg(EAX), 0x11111111u);
+  EXPECT_EQ(cpu.reg(EBX), 1u);
+  const translator::TranslatorStats before = tr().stats();
+
+  cpu.sreg(Seg::GS).base = kData + 0x200;
+  cpu.eip = kCode;
+  r = tr().run(cpu, 1000);
+  ASSERT_EQ(r.stop, RunStop::kNeedsInterpretation) << r.detail;
+  EXPECT_EQ(cpu.reg(EAX), 0x22222222u);  // the new base, not the folded old one
+  EXPECT_EQ(cpu.reg(EBX), 2u);
+  const translator::TranslatorStats& after = tr().stats();
+  EXPECT_EQ(after.blocks_translated - before.blocks_translated, 1u);  // the GS block only
+  EXPECT_EQ(after.segment_changes - before.segment_changes, 1u);
+  EXPECT_EQ(after.segment_blocks_dropped - before.segment_blocks_dropped, 1u);
+  EXPECT_EQ(after.invalidations, before.invalidations);  // no flush
+
+  // The same base again: nothing dropped, nothing translated.
+  cpu.eip = kCode;
+  r = tr().run(cpu, 1000);
+  EXPECT_EQ(cpu.reg(EAX), 0x22222222u);
+  EXPECT_EQ(tr().stats().blocks_translated, after.blocks_translated);
+  EXPECT_EQ(tr().stats().segment_changes, after.segment_changes);
+}
+
 TEST(TranslationCache, FlushesWholeWhenFull) {
   static std::vector<uint8_t> code(4096 * 4, 0x90);  // nops: 64-insn blocks
   code.back() = 0xcc;
