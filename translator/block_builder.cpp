@@ -552,8 +552,9 @@ DecodedBlock build_block(const GuestCodeReader& reader, uint32_t eip, const Buil
     Classified c = classifier.classify(insn);
     // Past a side exit, the code is often cold: an instruction there that
     // folds an FS/GS base (pinning the segment, which makes the kernel's
-    // per-CPU and the user's TLS loads miss the fast path and flush the TC)
-    // starts a block of its own, as it did before superblocks.
+    // per-CPU and the user's TLS loads miss the fast path and drop the
+    // blocks that folded it) starts a block of its own, as it did before
+    // superblocks.
     constexpr uint8_t kFsGs = seg_bit(runtime::Seg::FS) | seg_bit(runtime::Seg::GS);
     if (c.ok && past_side_exit && (block.seg_used & ~seg_used_before & kFsGs)) {
       block.seg_used = seg_used_before;

@@ -47,17 +47,19 @@ run_guest() {  # $1 name, $2 run number, rest: the command for one boot with bt8
     return
   fi
   awk '/bt86-guest-ready/ {print $1; exit}' "$log" >>"$work/$name.boot"
-  field "$log" 'sieve: [0-9]* primes below [0-9]*, [0-9]* rounds, ' >>"$work/$name.sieve"
-  grep -a -o 'firsttouch: [0-9.]*' "$log" | grep -o '[0-9.]*$' >>"$work/$name.firsttouch"
-  grep -a -o '[0-9.]* us per fork' "$log" | grep -o '^[0-9.]*' >>"$work/$name.forkwait"
-  grep -a -o '[0-9.]* ns per call' "$log" | grep -o '^[0-9.]*' >>"$work/$name.getppid"
   grep -a -o 'beyond guest RAM: [0-9.]*' "$log.err" | grep -o '[0-9.]*$' >>"$work/$name.memory"
+  collect "$name" "$log"
 }
-run_native() {  # $1 run number: the same static binaries the initramfs holds
-  "$work/sieve" | grep -o '[0-9.]* s$' | grep -o '^[0-9.]*' >>"$work/native.sieve"
-  "$work/firsttouch" | grep -o 'firsttouch: [0-9.]*' | grep -o '[0-9.]*$' >>"$work/native.firsttouch"
-  "$work/forkwait" | grep -o '[0-9.]* us per fork' | grep -o '^[0-9.]*' >>"$work/native.forkwait"
-  "$work/getppid" | grep -o '[0-9.]* ns per call' | grep -o '^[0-9.]*' >>"$work/native.getppid"
+collect() {  # $1 name, $2 the output of the benchmark programs (guest console or native)
+  field "$2" 'sieve: [0-9]* primes below [0-9]*, [0-9]* rounds, ' >>"$work/$1.sieve"
+  grep -a -o 'firsttouch: [0-9.]*' "$2" | grep -o '[0-9.]*$' >>"$work/$1.firsttouch"
+  grep -a -o '[0-9.]* us per fork' "$2" | grep -o '^[0-9.]*' >>"$work/$1.forkwait"
+  grep -a -o '[0-9.]* ns per call' "$2" | grep -o '^[0-9.]*' >>"$work/$1.getppid"
+}
+run_native() {  # $1 run number: the same static binaries the initramfs holds, in its order
+  local log="$work/native.$1"
+  for p in sieve firsttouch forkwait getppid; do "$work/$p"; done >"$log"
+  collect native "$log"
 }
 
 for p in sieve firsttouch forkwait getppid; do gcc -m32 -static -O2 -o "$work/$p" "$root/samples/linux/bench/$p.c"; done
@@ -79,7 +81,6 @@ for name in native bt86 qemu; do
   done
 done
 result[native.boot]="n/a"; result[native.memory]="n/a"
-[ "$have_qemu" = 1 ] || for m in boot sieve firsttouch forkwait getppid memory; do result[qemu.$m]="n/a"; done
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "n/a" || b == "n/a" || a == "" || b == "" || b == 0) print "n/a"; else printf "%.2fx", a / b }'; }
 echo "Linux guest, $(date -u +%Y-%m-%d), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(nproc) CPUs, medians of $runs runs"
